@@ -1,0 +1,182 @@
+"""Grad-CAM computation: one forward pass and a partial backward from the class score to the target layer.
+
+How it stays fast and free of side effects:
+
+* The forward runs under ``torch.no_grad()`` up to the target layer, so no graph is recorded for the early
+  layers. A forward hook on the target layer replaces its output by a detached leaf that requires grad and
+  turns grad mode on for the rest of this forward (grad mode is thread-local, and the enclosing ``no_grad``
+  restores it on exit).
+* ``torch.autograd.grad(score, leaf)`` differentiates with respect to that leaf only: no parameter ``.grad``
+  is written, and nothing before the target layer is differentiated.
+* Hooks live for one call and are removed in ``finally``. They only act in the thread that registered them,
+  so many threads can explain with one shared model at once without a global lock.
+* The model runs in eval mode; a model in training mode is switched under a per-model lock and every
+  submodule's flag is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import LayerError, TargetError
+from .layers import resolve_layer
+from .methods import get_method
+from .modes import eval_mode
+
+__all__ = ["CamTrace", "compute_cam", "trace_cam"]
+
+Targets = int | Sequence[int] | Tensor | None
+
+
+@dataclass(frozen=True)
+class CamTrace:
+    """Every intermediate of one CAM computation, for teaching and for notebooks.
+
+    Shapes: N images, K channels, (h, w) the layer's spatial size, C classes.
+
+    Attributes:
+        logits: ``(N, C)`` scores before softmax.
+        targets: ``(N,)`` class index explained for each image.
+        scores: ``(N,)`` y^c, the explained class score before softmax.
+        activations: ``(N, K, h, w)`` the layer's output A.
+        gradients: ``(N, K, h, w)`` dy^c/dA.
+        weights: the method's weights, broadcastable to ``(N, K, h, w)`` (``(N, K, 1, 1)`` for Grad-CAM).
+        weighted_sum: ``(N, h, w)`` sum_k weights_k * A^k, before the ReLU.
+        cam: ``(N, h, w)`` ReLU of ``weighted_sum``: the raw map.
+        method: registry name of the method.
+    """
+
+    logits: Tensor
+    targets: Tensor
+    scores: Tensor
+    activations: Tensor
+    gradients: Tensor
+    weights: Tensor
+    weighted_sum: Tensor
+    cam: Tensor
+    method: str
+
+
+def compute_cam(
+    model: nn.Module,
+    inputs: Tensor,
+    layer: str | nn.Module,
+    targets: Targets = None,
+    method: str = "gradcam",
+) -> Tensor:
+    """Raw class activation maps at the layer's resolution (after ReLU, before upsampling/normalisation).
+
+    Args:
+        model: A classifier returning logits ``(N, C)``.
+        inputs: Preprocessed batch ``(N, 3, H, W)``.
+        layer: Target layer, as a dotted module name or the module itself.
+        targets: One class index per image (an int applies to all); ``None`` explains the top-1 class.
+        method: A name from :data:`gradcam_core.methods.METHODS`.
+
+    Returns:
+        ``(N, h, w)`` float tensor, detached.
+
+    Raises:
+        LayerError: the layer is unknown, unused, called more than once or not a 4-D feature map.
+        TargetError: a class index is out of range or the number of targets does not match the batch.
+    """
+    return trace_cam(model, inputs, layer, targets, method).cam
+
+
+def trace_cam(
+    model: nn.Module,
+    inputs: Tensor,
+    layer: str | nn.Module,
+    targets: Targets = None,
+    method: str = "gradcam",
+) -> CamTrace:
+    """Like :func:`compute_cam` but returns every intermediate (see :class:`CamTrace`)."""
+    cam_method = get_method(method)
+    layer_name, module = resolve_layer(model, layer)
+    if inputs.is_inference():
+        inputs = inputs.clone()
+    with eval_mode(model), torch.inference_mode(False):
+        capture = _LayerCapture(module, layer_name)
+        try:
+            with torch.no_grad():
+                logits = model(inputs)
+                if not isinstance(logits, Tensor) or logits.ndim != 2:
+                    raise LayerError("The model must return class scores of shape (batch, classes).")
+                target_idx = _resolve_targets(targets, logits.detach())
+                scores = logits.gather(1, target_idx[:, None]).squeeze(1)
+        finally:
+            capture.remove()
+        activations = capture.activation(scores)
+        (gradients,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+    if gradients is None:
+        raise LayerError(f"The class score does not depend on layer {layer_name!r}; pick an earlier layer.")
+    activations = activations.detach()
+    weights = cam_method.weights(activations, gradients)
+    weighted_sum = (weights * activations).sum(dim=1)
+    return CamTrace(
+        logits=logits.detach(),
+        targets=target_idx,
+        scores=scores.detach(),
+        activations=activations,
+        gradients=gradients,
+        weights=weights,
+        weighted_sum=weighted_sum,
+        cam=torch.relu(weighted_sum),
+        method=cam_method.name,
+    )
+
+
+class _LayerCapture:
+    """A one-shot forward hook that swaps the layer's output for a leaf tensor, in the registering thread only."""
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        self._name = name
+        self._thread = threading.get_ident()
+        self._leaf: Tensor | None = None
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: object, output: object) -> Tensor | None:
+        if threading.get_ident() != self._thread:
+            return None
+        if self._leaf is not None:
+            raise LayerError(
+                f"Layer {self._name!r} runs more than once in the model's forward pass; pick another layer."
+            )
+        if not isinstance(output, Tensor) or output.ndim != 4:
+            raise LayerError(f"Layer {self._name!r} does not output a 4-D feature map; pick another layer.")
+        self._leaf = output.detach().requires_grad_(True)
+        torch.set_grad_enabled(True)  # thread-local; restored by the caller's no_grad() on exit
+        # A clone, so that an in-place op after the layer (e.g. DenseNet's relu) leaves the leaf intact.
+        return self._leaf.clone()
+
+    def activation(self, scores: Tensor) -> Tensor:
+        """The captured leaf, after checking the forward reached the layer and the scores depend on it."""
+        if self._leaf is None:
+            raise LayerError(f"Layer {self._name!r} is not used by the model's forward pass; pick another layer.")
+        if not scores.requires_grad:
+            raise LayerError(f"The class score does not depend on layer {self._name!r}; pick an earlier layer.")
+        return self._leaf
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def _resolve_targets(targets: Targets, logits: Tensor) -> Tensor:
+    batch, classes = logits.shape
+    if targets is None:
+        return logits.argmax(dim=1)
+    if isinstance(targets, int):
+        idx = torch.full((batch,), targets, dtype=torch.long)
+    else:
+        idx = torch.as_tensor(targets, dtype=torch.long).flatten()
+    if idx.numel() != batch:
+        raise TargetError(f"Got {idx.numel()} targets for a batch of {batch} images; give one per image.")
+    bad = idx[(idx < 0) | (idx >= classes)]
+    if bad.numel():
+        raise TargetError(f"Class index {int(bad[0])} is out of range; this model has {classes} classes (0-{classes - 1}).")
+    return idx.to(logits.device)

@@ -1,0 +1,202 @@
+"""Model registry: the built-in offline model and torchvision's ImageNet classifiers, loaded by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum
+
+from .efficientnet_lite import build_efficientnet_lite0, lite0_weights_path
+from .errors import ModelError, ModelUnavailableError
+from .layers import LayerInfo, candidate_layers
+from .preprocess import Preprocessing
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "ModelSpec",
+    "ModelStatus",
+    "MODELS",
+    "available_models",
+    "imagenet_categories",
+    "load_model",
+]
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready to explain.
+
+    Attributes:
+        name: Registry name, e.g. ``"resnet50"``.
+        title: Name shown to users.
+        model: The torch module, in eval mode.
+        categories: Class names, index-aligned with the model's outputs.
+        preprocessing: How images become inputs.
+        default_layer: Dotted name of the layer explained by default.
+        layers: Candidate target layers in forward order.
+        weights_file: Where the weights came from.
+    """
+
+    name: str
+    title: str
+    model: nn.Module
+    categories: tuple[str, ...]
+    preprocessing: Preprocessing
+    default_layer: str
+    layers: tuple[LayerInfo, ...] = field(repr=False)
+    weights_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Whether a registered model can be loaded here, and why not."""
+
+    name: str
+    title: str
+    available: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and what to explain by default.
+
+    Attributes:
+        name: Registry name.
+        title: Name shown to users.
+        default_layer: Dotted name of the default target layer (the last convolutional block).
+        build: Returns the module with its weights loaded (may raise ModelUnavailableError).
+        weights_file: Returns the weights' path (may raise ModelUnavailableError when absent).
+        preprocessing: Returns the input preprocessing.
+        categories: Returns the class names.
+    """
+
+    name: str
+    title: str
+    default_layer: str
+    build: Callable[[], nn.Module]
+    weights_file: Callable[[], Path]
+    preprocessing: Callable[[], Preprocessing]
+    categories: Callable[[], tuple[str, ...]]
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in torchvision's order (from the weights' metadata, no download)."""
+    return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def _torchvision_spec(name: str, title: str, default_layer: str, weights: WeightsEnum) -> ModelSpec:
+    def weights_file() -> Path:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if not path.is_file():
+            raise ModelUnavailableError(
+                f"{title} needs its weights file {path.name} in {path.parent} (no network here to download "
+                f"it): copy it there from {weights.url}."
+            )
+        return path
+
+    def build() -> nn.Module:
+        model = torchvision.models.get_model(name, weights=None)
+        try:
+            state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except ModelUnavailableError:
+            raise
+        except Exception as exc:  # a damaged or foreign file in the cache
+            raise ModelUnavailableError(
+                f"The weights file for {title} in {weights_file().parent} could not be loaded ({type(exc).__name__}); "
+                "delete it and copy a fresh one."
+            ) from exc
+        return model.eval()
+
+    def preprocessing() -> Preprocessing:
+        transform = weights.transforms()
+        return Preprocessing(
+            size=int(transform.crop_size[0]),
+            mean=tuple(transform.mean),
+            std=tuple(transform.std),
+            interpolation=transform.interpolation,
+        )
+
+    return ModelSpec(
+        name, title, default_layer, build, weights_file, preprocessing, lambda: tuple(weights.meta["categories"])
+    )
+
+
+def _registry() -> dict[str, ModelSpec]:
+    tv = torchvision.models
+    specs = [
+        ModelSpec(
+            DEFAULT_MODEL,
+            "EfficientNet-Lite0 (built-in)",
+            "_head_act",
+            build_efficientnet_lite0,
+            lite0_weights_path,
+            lambda: Preprocessing(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+            imagenet_categories,
+        ),
+        _torchvision_spec("resnet50", "ResNet-50", "layer4", tv.ResNet50_Weights.IMAGENET1K_V2),
+        _torchvision_spec("densenet121", "DenseNet-121", "features", tv.DenseNet121_Weights.IMAGENET1K_V1),
+        _torchvision_spec("vgg16", "VGG-16", "features.29", tv.VGG16_Weights.IMAGENET1K_V1),
+        _torchvision_spec(
+            "mobilenet_v3_large", "MobileNetV3-Large", "features", tv.MobileNet_V3_Large_Weights.IMAGENET1K_V2
+        ),
+        _torchvision_spec("efficientnet_b0", "EfficientNet-B0", "features", tv.EfficientNet_B0_Weights.IMAGENET1K_V1),
+        _torchvision_spec("convnext_tiny", "ConvNeXt-Tiny", "features", tv.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+MODELS: dict[str, ModelSpec] = _registry()
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name.strip().lower()]
+    except KeyError:
+        raise ModelError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.") from None
+
+
+def available_models() -> list[ModelStatus]:
+    """Every registered model with whether it can be loaded on this machine now (no loading, no network)."""
+    statuses = []
+    for spec in MODELS.values():
+        try:
+            spec.weights_file()
+        except ModelUnavailableError as exc:
+            statuses.append(ModelStatus(spec.name, spec.title, False, str(exc)))
+        else:
+            statuses.append(ModelStatus(spec.name, spec.title, True))
+    return statuses
+
+
+def load_model(name: str | None = None) -> LoadedModel:
+    """Load a registered model by name (default: the built-in EfficientNet-Lite0), in eval mode.
+
+    Raises:
+        ModelError: the name is not registered.
+        ModelUnavailableError: its weights are not on this machine.
+    """
+    spec = _spec(name or DEFAULT_MODEL)
+    model = spec.build()
+    preprocessing = spec.preprocessing()
+    layers = candidate_layers(model, (preprocessing.size, preprocessing.size))
+    return LoadedModel(
+        name=spec.name,
+        title=spec.title,
+        model=model,
+        categories=spec.categories(),
+        preprocessing=preprocessing,
+        default_layer=spec.default_layer,
+        layers=tuple(layers),
+        weights_file=spec.weights_file(),
+    )
+

@@ -1,0 +1,59 @@
+"""From an upright RGB image to the model's input tensor, without cropping anything away."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+__all__ = ["Preprocessing", "to_input"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its input.
+
+    The whole image is fed to the model: its shorter side is resized to ``size`` and its aspect ratio kept
+    (up to ``max_aspect``; longer images are squeezed, never cropped), each side rounded to a multiple of
+    ``multiple``. Convolutional classifiers pool globally, so they accept such inputs; a model that needs a
+    fixed square input sets ``keep_aspect=False``.
+
+    Attributes:
+        size: Shorter side of the model input, in pixels (the weights' crop size, e.g. 224).
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation standard deviation.
+        interpolation: Resampling used to resize.
+        keep_aspect: Keep the image's aspect ratio (True) or resize to ``size`` × ``size``.
+        max_aspect: Largest aspect ratio kept.
+        multiple: Input sides are rounded to a multiple of this.
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: InterpolationMode = InterpolationMode.BILINEAR
+    keep_aspect: bool = True
+    max_aspect: float = 2.0
+    multiple: int = 32
+
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(height, width)`` of the model input for an image of the given size."""
+        if not self.keep_aspect:
+            return self.size, self.size
+        aspect = min(max(width, height) / max(1, min(width, height)), self.max_aspect)
+        short, long_ = self.size, self.size * aspect
+        rounded_short = max(self.multiple, round(short / self.multiple) * self.multiple)
+        rounded_long = max(self.multiple, round(long_ / self.multiple) * self.multiple)
+        return (rounded_long, rounded_short) if height > width else (rounded_short, rounded_long)
+
+
+def to_input(image: Image.Image, prep: Preprocessing) -> Tensor:
+    """Resize and normalise an RGB image into a ``(1, 3, h, w)`` float tensor."""
+    height, width = prep.input_size(*image.size)
+    resized = TF.resize(image, [height, width], interpolation=prep.interpolation, antialias=True)
+    tensor = TF.normalize(TF.to_tensor(resized), list(prep.mean), list(prep.std))
+    return tensor.unsqueeze(0).to(torch.float32)
