@@ -13,7 +13,7 @@ from gradcam_core import compute_cam
 FAMILIES = [
     ("resnet18", "layer4"),
     ("resnet50", "layer3"),
-    ("vgg11", "features.18"),
+    ("vgg11", "features.18"),  # a conv followed by an in-place ReLU
     ("densenet121", "features.denseblock4"),
     ("densenet121", "features"),  # followed by an in-place ReLU in torchvision's forward
     ("mobilenet_v3_small", "features"),
@@ -47,7 +47,7 @@ def test_agrees_with_captum(name: str, layer: str) -> None:
     assert _relative_error(ours, theirs) < 1e-4
 
 
-@pytest.mark.parametrize(("name", "layer"), [("resnet18", "layer4"), ("vgg11", "features.18")])
+@pytest.mark.parametrize(("name", "layer"), [("resnet18", "layer4"), ("vgg11", "features.19")])
 def test_agrees_with_torchcam(name: str, layer: str) -> None:
     # Not on DenseNet's "features": torchcam keeps a reference to the layer's output, which the in-place
     # ReLU after it then overwrites, so its map mixes post-ReLU activations in (13% off here); Captum and
