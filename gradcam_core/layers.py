@@ -58,7 +58,7 @@ def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 2
     """Modules whose output is a 4-D feature map, in the order the forward pass produces them.
 
     Modules called more than once per forward (a shared activation, say) are left out: their output is
-    ambiguous as a target; so are ``nn.Identity`` placeholders. The model is probed with one forward pass without gradients, in eval mode.
+    ambiguous as a target; so are placeholders that only pass or pad their input (identity, dropout, padding). The model is probed with one forward pass without gradients, in eval mode.
 
     Args:
         model: The classifier.
@@ -83,7 +83,7 @@ def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 2
     handles = [
         module.register_forward_hook(record(name))
         for name, module in model.named_modules()
-        if name and not isinstance(module, nn.Identity)
+        if name and not _is_placeholder(module)
     ]
     try:
         with eval_mode(model), torch.no_grad():
@@ -92,3 +92,19 @@ def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 2
         for handle in handles:
             handle.remove()
     return [info for name, info in seen.items() if calls[name] == 1]
+
+
+_PLACEHOLDERS = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.ZeroPad2d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+)
+
+
+def _is_placeholder(module: nn.Module) -> bool:
+    """True for modules whose output is their input, or a padded copy of it (not worth explaining)."""
+    return isinstance(module, _PLACEHOLDERS) or type(module).__name__ == "Identity"

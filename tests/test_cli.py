@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from gradcam_core import MODELS, LoadedModel, available_models, explain, load_model, overlay
+from gradcam_core import cli
 from gradcam_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_overlay_png_is_the_rendered_overlay(batch: Run, model: LoadedModel) -> 
         assert np.array_equal(np.asarray(png), overlay(result.image, result.heatmap, 0.5, "jet"))
 
 
-def test_summary_fields(batch: Run) -> None:
+def test_summary_fields(batch: Run, model: LoadedModel) -> None:
     summary = _summary(batch.dir)
     assert {k: summary[k] for k in ("model", "layer", "method", "colormap", "alpha")} == {
         "model": "efficientnet_lite0",
@@ -102,11 +103,12 @@ def test_summary_fields(batch: Run) -> None:
         assert probabilities == sorted(probabilities, reverse=True)
         assert entry["target"] == predictions[0]  # default target: the top-1 class
         assert isinstance(entry["score"], float)
-        assert entry["input_size"] == [224, 224]
+        assert min(entry["input_size"]) == 224  # the model's input size (the whole image, resized)
         assert entry["strength"] > 0
     top_cat = chelsea["predictions"][0]["label"].lower()
     assert "cat" in top_cat or top_cat == "tabby"
     assert coffee["predictions"][0]["label"] == "espresso"
+    assert chelsea["input_size"] == list(explain(CHELSEA, model).input_size)
     assert chelsea["outputs"] == {
         "overlay": "chelsea_overlay.png",
         "heatmap": "chelsea_heatmap.png",
@@ -248,7 +250,16 @@ def test_list_layers_of_unknown_model(capsys: pytest.CaptureFixture[str]) -> Non
     assert len(_error_lines(capsys.readouterr().err)) == 1
 
 
-def test_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_and_model_loaded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loads: list[str | None] = []
+
+    def counting_load_model(name: str | None = None) -> LoadedModel:
+        loads.append(name)
+        return load_model(name)
+
+    monkeypatch.setattr(cli, "load_model", counting_load_model)
     images = []
     for i in range(5):
         images.append(tmp_path / f"img{i}.png")
@@ -258,6 +269,7 @@ def test_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     err = capsys.readouterr().err
     assert "5/5" in err and "Traceback" not in err
     assert len(_summary(out_dir)["images"]) == 5
+    assert loads == ["efficientnet_lite0"]
 
 
 def test_python_dash_m(tmp_path: Path, model: LoadedModel) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import cv2
 import numpy as np
@@ -220,6 +219,8 @@ def test_overlay_bad_image(heatmap):
 def test_blend_colored(image, heatmap):
     colored = colorize(heatmap, "viridis")
     np.testing.assert_array_equal(blend_colored(image, colored, 0.0), image)
+    assert blend_colored(image, colored, 0.0) is not image
+    assert blend_colored(image, colored, 1.0) is not colored
     np.testing.assert_array_equal(blend_colored(image, colored, 1.0), colored)
     np.testing.assert_array_equal(blend_colored(image, colored, 0.6), overlay(image, heatmap, 0.6, "viridis"))
     with pytest.raises(ValueError):
@@ -230,17 +231,17 @@ def test_blend_colored(image, heatmap):
         blend_colored(image[:, :, 0], colored[:, :, 0], 0.5)
 
 
-def test_overlay_is_fast_on_12_megapixels():
+def test_overlay_on_12_megapixels_matches_the_formula_on_a_sample():
+    # Speed is measured in benchmarks/ (never a timed assertion); here: correct values at full size.
     rng = np.random.default_rng(0)
     big = rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
     heat = rng.random((3000, 4000), dtype=np.float32)
-    overlay(big, heat)  # warm-up (LUT cache, OpenCV init)
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        overlay(big, heat, 0.5)
-        times.append(time.perf_counter() - start)
-    assert float(np.median(times)) < 0.1, f"median {np.median(times) * 1000:.0f} ms"
+    blended = overlay(big, heat, 0.25)
+    assert blended.shape == big.shape and blended.dtype == np.uint8
+    colored = colorize(heat)
+    rows, cols = rng.integers(0, 3000, 50), rng.integers(0, 4000, 50)
+    expected = 0.75 * big[rows, cols].astype(np.float64) + 0.25 * colored[rows, cols]
+    assert np.abs(blended[rows, cols].astype(np.float64) - expected).max() <= 1.0
 
 
 # --------------------------------------------------------------------------- PNG export

@@ -1,0 +1,226 @@
+"""Command line: explain images in batch and write overlays, heatmaps and a JSON summary.
+
+Usage::
+
+    python -m gradcam_core IMAGE... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS]
+    python -m gradcam_core --list-models
+    python -m gradcam_core --list-layers MODEL
+
+Exit status: 0 when every image was explained, 1 when some image failed (the others are still written),
+2 for a usage error or an unknown/unavailable model, layer or class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import GradCamError, ImageError
+from .explain import Explanation, explain
+from .layers import resolve_layer
+from .methods import METHODS
+from .models import DEFAULT_MODEL, LoadedModel, available_models, load_model
+from .render import COLORMAPS, DEFAULT_COLORMAP, colorize, overlay, to_png_bytes
+from .targets import Prediction, resolve_class
+
+__all__ = ["main"]
+
+PROGRESS_MIN_IMAGES = 5
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    listing = args.list_models or args.list_layers is not None
+    if not listing and not args.images:
+        parser.error("give at least one IMAGE (or --list-models / --list-layers MODEL)")
+    if not listing and args.out is None:
+        parser.error("the following arguments are required: --out")
+    try:
+        if args.list_models:
+            _list_models()
+            return 0
+        if args.list_layers is not None:
+            _list_layers(load_model(args.list_layers))
+            return 0
+        loaded = load_model(args.model)
+        layer = resolve_layer(loaded.model, args.layer or loaded.default_layer)[0]
+        target = None if args.target is None else resolve_class(args.target, loaded.categories)
+    except GradCamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create the output folder {args.out} ({exc.strerror or exc}).", file=sys.stderr)
+        return 2
+    return _run(args, loaded, layer, target)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gradcam_core",
+        description="Explain image classifications with Grad-CAM; write overlays, heatmaps and summary.json.",
+    )
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to explain")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model (default: {DEFAULT_MODEL})")
+    parser.add_argument("--layer", metavar="DOTTED", help="target layer (default: the model's default layer)")
+    parser.add_argument("--target", metavar="INDEX_OR_NAME", help="class to explain (default: the top-1 class)")
+    parser.add_argument("--method", choices=list(METHODS), default="gradcam", help="CAM method (default: gradcam)")
+    parser.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity in [0, 1] (default: 0.5)")
+    parser.add_argument(
+        "--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP, help="heatmap colours (default: jet)"
+    )
+    parser.add_argument("--progress", action="store_true", help="show a progress bar even if stderr is no terminal")
+    listing = parser.add_mutually_exclusive_group()
+    listing.add_argument("--list-models", action="store_true", help="list the registered models and exit")
+    listing.add_argument("--list-layers", metavar="MODEL", help="list a model's candidate layers and exit")
+    return parser
+
+
+def _alpha(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def _list_models() -> None:
+    for status in available_models():
+        state = "available" if status.available else "unavailable"
+        detail = status.title if status.available else status.reason
+        print(f"{status.name:<20} {state:<12} {detail}")
+
+
+def _list_layers(loaded: LoadedModel) -> None:
+    print(f"Candidate layers of {loaded.title}, in forward order (* = default):")
+    for info in loaded.layers:
+        default = info.name == loaded.default_layer
+        print(f"{'*' if default else ' '} {info.describe()}{'  (default)' if default else ''}")
+
+
+def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int | None) -> int:
+    """Explain every image, write its outputs and the summary; return 0, 1 (some image failed) or 2."""
+    images: list[Path] = args.images
+    show = len(images) >= PROGRESS_MIN_IMAGES and (args.progress or sys.stderr.isatty())
+    progress = _Progress(len(images), enabled=show)
+    explained: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    for done, (path, stem) in enumerate(zip(images, _unique_stems(images)), start=1):
+        progress.update(done - 1, path.name)
+        try:
+            result = explain(path, loaded, layer, target, args.method)
+            outputs = _write_outputs(result, args.out, stem, args.alpha, args.colormap)
+        except ImageError as exc:
+            message = str(exc)
+        except OSError as exc:
+            message = f"Could not write the outputs to {args.out} ({exc.strerror or exc})."
+        except GradCamError as exc:  # a setting (layer, class) that fails for every image
+            progress.clear()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        else:
+            explained.append(_image_summary(path, result, outputs))
+            continue
+        progress.clear()
+        print(f"error: {path}: {message}", file=sys.stderr)
+        failed.append({"file": str(path), "error": message})
+    progress.close()
+    summary = {
+        "model": loaded.name,
+        "layer": layer,
+        "method": args.method,
+        "colormap": args.colormap,
+        "alpha": args.alpha,
+        "images": explained,
+        "failed": failed,
+    }
+    summary_path = args.out / "summary.json"
+    try:
+        summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(f"error: {summary_path}: could not write the summary ({exc.strerror or exc}).", file=sys.stderr)
+        return 1
+    print(f"{len(explained)} of {len(images)} images explained; summary in {summary_path}")
+    return 1 if failed else 0
+
+
+def _unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems made unique (case-insensitively) with ``_2``, ``_3``... so outputs never overwrite each other."""
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        base = path.stem or "image"
+        stem, n = base, 2
+        while stem.casefold() in used:
+            stem, n = f"{base}_{n}", n + 1
+        used.add(stem.casefold())
+        stems.append(stem)
+    return stems
+
+
+def _write_outputs(result: Explanation, out: Path, stem: str, alpha: float, colormap: str) -> dict[str, str]:
+    """Write the overlay, the coloured heatmap and the raw heatmap; return their file names."""
+    names = {"overlay": f"{stem}_overlay.png", "heatmap": f"{stem}_heatmap.png", "heatmap_npy": f"{stem}_heatmap.npy"}
+    (out / names["overlay"]).write_bytes(to_png_bytes(overlay(result.image, result.heatmap, alpha, colormap)))
+    (out / names["heatmap"]).write_bytes(to_png_bytes(colorize(result.heatmap, colormap)))
+    np.save(out / names["heatmap_npy"], result.heatmap, allow_pickle=False)
+    return names
+
+
+def _prediction(prediction: Prediction) -> dict[str, Any]:
+    return {"index": prediction.index, "label": prediction.label, "probability": prediction.probability}
+
+
+def _image_summary(path: Path, result: Explanation, outputs: dict[str, str]) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "outputs": outputs,
+        "target": _prediction(result.target),
+        "score": result.score,
+        "predictions": [_prediction(p) for p in result.predictions],
+        "input_size": list(result.input_size),
+        "strength": result.strength,
+    }
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a no-op when disabled)."""
+
+    def __init__(self, total: int, enabled: bool, width: int = 24) -> None:
+        self.total, self.enabled, self.width = total, enabled, width
+        self._shown = 0
+
+    def update(self, done: int, label: str = "") -> None:
+        if not self.enabled:
+            return
+        filled = self.width * done // self.total
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} {label}"[:79]
+        sys.stderr.write("\r" + line.ljust(self._shown))
+        sys.stderr.flush()
+        self._shown = len(line)
+
+    def close(self) -> None:
+        """Show the finished bar and end its line."""
+        if self.enabled:
+            self.update(self.total, "done")
+            sys.stderr.write("\n")
+            self._shown = 0
+
+    def clear(self) -> None:
+        if self.enabled and self._shown:
+            sys.stderr.write("\r" + " " * self._shown + "\r")
+            sys.stderr.flush()
+            self._shown = 0

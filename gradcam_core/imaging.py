@@ -1,0 +1,313 @@
+"""Safe image decoding shared by the engine, the CLI and the dashboard.
+
+Every input (a path, raw bytes or a PIL image) goes through :func:`load_image`, which
+returns an upright, fully loaded 8-bit RGB image or raises
+:class:`~gradcam_core.errors.ImageError` with one sentence meant for the end user.
+
+Safety rules:
+
+* Pillow only tries the decoders in :data:`ALLOWED_FORMATS` (``Image.open(formats=...)``),
+  so exotic or hostile formats (EPS, PSD, ICNS, ICO, ...) are refused before any decoding.
+* The pixel limit is checked on the header size right after ``Image.open``, before pixels
+  are decoded, and does not depend on the process-global ``Image.MAX_IMAGE_PIXELS``
+  (which is never modified here). Pillow's own decompression-bomb warning/error, if it
+  fires, is turned into an :class:`ImageError` too.
+* Truncated files are errors (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set here).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageError
+
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_BYTES", "MAX_PIXELS", "load_image"]
+
+MAX_PIXELS: int = 50_000_000
+"""Default limit on width x height (50 megapixels)."""
+
+ALLOWED_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
+"""Pillow format names that may be decoded."""
+
+DEFAULT_MAX_BYTES: int = 200 * 2**20
+
+_FORMAT_LIST = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+_CORRUPT = "The file is not a readable image (truncated or corrupt)."
+_UNKNOWN = f"The file is not a readable image (use {_FORMAT_LIST})."
+
+# Modes whose samples exceed 8 bits: rescaled by the image's own min..max.
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+
+def load_image(
+    source: str | os.PathLike[str] | bytes | Image.Image,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+) -> Image.Image:
+    """Decode an image safely into an upright 8-bit RGB image.
+
+    Args:
+        source: A file path, the file's raw bytes, or a PIL image (never mutated).
+        max_pixels: Largest accepted width x height.
+        max_bytes: Largest accepted file size in bytes (``None``: no limit). Not applied
+            to PIL images.
+
+    Returns:
+        A new, fully loaded ``"RGB"`` image detached from any file, EXIF orientation
+        applied, transparency composited on white, first frame of animations.
+
+    Raises:
+        ImageError: The input cannot be decoded safely (missing, empty, too large,
+            unsupported format, truncated or corrupt).
+        TypeError: ``source`` is of an unsupported type.
+    """
+    if isinstance(source, Image.Image):
+        return _from_pil(source, max_pixels)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageError("The file is empty.")
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ImageError(
+                f"The file is {_format_bytes(len(data))}, more than the "
+                f"{_format_bytes(max_bytes)} limit."
+            )
+        return _decode(io.BytesIO(data), max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        return _from_path(source, max_pixels, max_bytes)
+    raise TypeError(
+        f"load_image() expects a path, bytes or a PIL image, not {type(source).__name__}"
+    )
+
+
+def _from_path(
+    source: str | os.PathLike[str], max_pixels: int, max_bytes: int | None
+) -> Image.Image:
+    path = os.fspath(source)
+    name = os.fsdecode(path)
+    try:
+        # stat() first: opening a FIFO or a device could block or never end.
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"The file '{name}' does not exist.") from None
+    except PermissionError:
+        raise ImageError(f"The file '{name}' cannot be opened (permission denied).") from None
+    except (OSError, ValueError):
+        raise ImageError(f"The file '{name}' cannot be opened.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"The path '{name}' is a folder, not an image file.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(f"The path '{name}' is not a regular file.")
+    if info.st_size == 0:
+        raise ImageError(f"The file '{name}' is empty.")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise ImageError(
+            f"The file '{name}' is {_format_bytes(info.st_size)}, more than the "
+            f"{_format_bytes(max_bytes)} limit."
+        )
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
+    except FileNotFoundError:
+        raise ImageError(f"The file '{name}' does not exist.") from None
+    except PermissionError:
+        raise ImageError(f"The file '{name}' cannot be opened (permission denied).") from None
+    except OSError:
+        raise ImageError(f"The file '{name}' cannot be opened.") from None
+    with handle:
+        return _decode(handle, max_pixels)
+
+
+def _decode(fp: IO[bytes], max_pixels: int) -> Image.Image:
+    """Open ``fp`` with the allowlisted decoders, check the size, decode frame 0."""
+    head = fp.read(1024)
+    fp.seek(0)
+    # No warnings.catch_warnings() here: it swaps process-wide state and would have to serialise
+    # decodes across threads. Our own size check runs before any pixel is decoded, and Pillow's
+    # DecompressionBombError (twice its warning limit) is caught below.
+    try:
+        with Image.open(fp, formats=sorted(ALLOWED_FORMATS)) as img:
+            _check_size(img.size, max_pixels)
+            img.load()
+            _check_size(img.size, max_pixels)
+            return _normalise(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(_bomb_message(exc, max_pixels)) from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(_unidentified_message(head)) from None
+    except MemoryError:
+        raise ImageError("The image is too large to decode in the available memory.") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        raise ImageError(_CORRUPT) from exc
+
+
+def _from_pil(img: Image.Image, max_pixels: int) -> Image.Image:
+    """Normalise a caller's PIL image (current frame) without mutating it."""
+    _check_size(img.size, max_pixels)
+    try:
+        img.load()
+        result = _normalise(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(_bomb_message(exc, max_pixels)) from None
+    except MemoryError:
+        raise ImageError("The image is too large to decode in the available memory.") from None
+    except Exception as exc:  # noqa: BLE001
+        raise ImageError(_CORRUPT) from exc
+    if result is img:  # defensive: never hand back the caller's object
+        result = result.copy()
+    return result
+
+
+def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"The image is {width} x {height} pixels, more than the "
+            f"{_format_megapixels(max_pixels)}-megapixel limit."
+        )
+
+
+def _normalise(img: Image.Image) -> Image.Image:
+    """Loaded image (any mode) -> new upright 8-bit RGB image."""
+    upright = _exif_upright(img)
+    mode = upright.mode
+    if mode in _HIGH_DEPTH_MODES:
+        return _rescale_to_rgb(upright)
+    if mode == "La":
+        upright = upright.convert("LA")
+        mode = "LA"
+    if mode in _ALPHA_MODES or upright.has_transparency_data:
+        rgba = upright.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return upright.copy() if upright is img else upright
+    try:
+        return upright.convert("RGB")
+    except (ValueError, OSError):
+        raise ImageError(f"The image uses an unsupported colour mode ({mode}).") from None
+
+
+def _exif_upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a corrupt EXIF block leaves the image as stored."""
+    try:
+        upright = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - orientation is a nicety, not a reason to fail
+        return img
+    return img if upright is None else upright
+
+
+def _rescale_to_rgb(img: Image.Image) -> Image.Image:
+    """High-bit-depth grayscale -> 8-bit by the image's own finite min..max."""
+    values = np.asarray(img).astype(np.float32)
+    finite = np.isfinite(values)
+    if not finite.all():
+        values[~finite] = np.nan
+    if not finite.any():
+        lo = hi = 0.0
+    else:
+        lo = float(np.nanmin(values))
+        hi = float(np.nanmax(values))
+    if hi > lo:
+        values -= lo
+        values *= np.float32(255.0 / (hi - lo))
+        np.nan_to_num(values, copy=False, nan=0.0)
+        np.rint(values, out=values)
+        np.clip(values, 0.0, 255.0, out=values)
+        out = values.astype(np.uint8)
+    else:
+        # Constant image: no contrast to stretch. Zero stays black, anything else is mid-grey.
+        level = 0 if hi <= 0.0 else 128
+        out = np.full(values.shape, level, dtype=np.uint8)
+        if not finite.all():
+            out[~finite] = 0
+    return Image.fromarray(out).convert("RGB")
+
+
+def _bomb_message(exc: BaseException, max_pixels: int) -> str:
+    """Message for Pillow's own decompression-bomb guard (it reports the pixel counts)."""
+    numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
+    if len(numbers) < 2:
+        return f"The image is larger than the {_format_megapixels(max_pixels)}-megapixel limit."
+    pixels, pillow_limit = numbers[0], numbers[1]
+    limit = min(pillow_limit, max_pixels)  # Pillow's process-wide guard may be the stricter one
+    return (
+        f"The image has {_format_megapixels(pixels)} megapixels, more than the "
+        f"{_format_megapixels(limit)}-megapixel limit."
+    )
+
+
+# (prefix bytes, offset, user-facing name) of common files we refuse to decode.
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"8BPS", 0, "Photoshop (PSD)"),
+    (b"%!PS", 0, "PostScript (EPS)"),
+    (b"\xc5\xd0\xd3\xc6", 0, "PostScript (EPS)"),
+    (b"%PDF", 0, "PDF"),
+    (b"icns", 0, "Apple icon (ICNS)"),
+    (b"\x00\x00\x00\x0cjP  ", 0, "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", 0, "JPEG 2000"),
+    (b"qoif", 0, "QOI"),
+    (b"DDS ", 0, "DirectDraw Surface (DDS)"),
+    (b"ftypheic", 4, "HEIC"),
+    (b"ftypheix", 4, "HEIC"),
+    (b"ftypmif1", 4, "HEIF"),
+    (b"ftypavif", 4, "AVIF"),
+    (b"DICM", 128, "DICOM"),
+)
+
+
+def _unidentified_message(head: bytes) -> str:
+    """Name the real format of a refused file when it is a well-known one."""
+    label = None
+    for magic, offset, name in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            label = name
+            break
+    if label is None and _looks_like_ico(head):
+        label = "Windows icon (ICO)"
+    if label is None and b"<svg" in head.lower():
+        label = "SVG"
+    if label is not None:
+        return f"The file is in the {label} format, which is not supported (use {_FORMAT_LIST})."
+    if head.startswith(b"PK\x03\x04"):
+        return "The file is a ZIP archive, not an image."
+    return _UNKNOWN
+
+
+def _looks_like_ico(head: bytes) -> bool:
+    """ICO header: reserved 0, type 1, 1..255 entries, first entry's reserved byte 0."""
+    return (
+        head[:4] == b"\x00\x00\x01\x00"
+        and head[4:5] != b"\x00"
+        and head[5:6] == b"\x00"
+        and head[9:10] == b"\x00"
+    )
+
+
+def _format_megapixels(pixels: int) -> str:
+    value = pixels / 1_000_000
+    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
+
+
+def _format_bytes(size: int) -> str:
+    if size >= 2**20:
+        return f"{size / 2**20:.0f} MB"
+    if size >= 2**10:
+        return f"{size / 2**10:.0f} KB"
+    return f"{size} bytes"
+
