@@ -55,7 +55,7 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
 
 
 def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 224)) -> list[LayerInfo]:
-    """Modules whose output is a 4-D feature map, in the order the forward pass produces them.
+    """Modules whose output is a 4-D feature map (more than 1×1), in the order the forward pass produces them.
 
     Modules called more than once per forward (a shared activation, say) are left out: their output is
     ambiguous as a target; so are placeholders that only pass or pad their input (identity, dropout, padding). The model is probed with one forward pass without gradients, in eval mode.
@@ -75,7 +75,7 @@ def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 2
             if threading.get_ident() != thread:
                 return
             calls[name] = calls.get(name, 0) + 1
-            if isinstance(output, Tensor) and output.ndim == 4 and name not in seen:
+            if _is_feature_map(output) and name not in seen:
                 seen[name] = LayerInfo(name, type(module).__name__, tuple(output.shape[1:]))
 
         return hook
@@ -108,3 +108,8 @@ _PLACEHOLDERS = (
 def _is_placeholder(module: nn.Module) -> bool:
     """True for modules whose output is their input, or a padded copy of it (not worth explaining)."""
     return isinstance(module, _PLACEHOLDERS) or type(module).__name__ == "Identity"
+
+
+def _is_feature_map(output: object) -> bool:
+    """A 4-D tensor with more than one spatial location (a 1×1 map has nothing to localise)."""
+    return isinstance(output, Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1

@@ -1,0 +1,1 @@
+"""Streamlit dashboard for gradcam_core: `streamlit run dashboard/app.py`."""

@@ -1,0 +1,102 @@
+"""Cached computations: one model per server process, decoded images and explanations per content hash.
+
+Only the model call is cached here. Colouring and blending are cheap and run on every rerun, so moving the
+opacity slider or changing the colour map never reaches the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+import gradcam_core as core
+from gradcam_core import LoadedModel, Prediction
+
+from .pictures import shrink
+from .settings import ImageInput, Settings
+
+TOP_K = 5
+DISPLAY_SIDE = 1024
+"""Longest side of the pictures sent to the browser (downloads stay at full resolution)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the dashboard keeps of an explanation: plain numbers and arrays, no tensors, no image.
+
+    Attributes mirror ``gradcam_core.Explanation``: ``heatmap`` (H, W) float32 in [0, 1] on the original
+    image, ``raw_map`` (h, w) at the layer's resolution, the top predictions, the explained target, etc.
+    """
+
+    heatmap: np.ndarray
+    raw_map: np.ndarray
+    strength: float
+    predictions: tuple[Prediction, ...]
+    target: Prediction
+    score: float
+    model: str
+    layer: str
+    method: str
+    input_size: tuple[int, int]
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=3)
+def load_model(name: str) -> LoadedModel:
+    """The registered model ``name``, loaded once per server process and shared by every session."""
+    return core.load_model(name)
+
+
+@st.cache_data(show_spinner="Reading the image…", max_entries=8)
+def decode_image(digest: str, _data: bytes) -> np.ndarray:
+    """The image file ``_data`` (identified by its SHA-256 ``digest``) as an upright uint8 RGB array."""
+    return np.asarray(core.load_image(_data))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def display_image(digest: str, _data: bytes) -> np.ndarray:
+    """The decoded image shrunk to at most ``DISPLAY_SIDE`` pixels on its long side, for the browser."""
+    return shrink(decode_image(digest, _data), DISPLAY_SIDE)
+
+
+@st.cache_data(show_spinner="Explaining the image…", max_entries=16, ttl=3600)
+def explanation(
+    digest: str, _data: bytes, model: str, layer: str | None, target: int | None, method: str
+) -> Result:
+    """Run the model once for this image content, model, layer, class and method."""
+    loaded = load_model(model)
+    picture = Image.fromarray(decode_image(digest, _data))
+    found = core.explain(picture, loaded, layer=layer, target=target, method=method, top_k=TOP_K)
+    return Result(
+        heatmap=found.heatmap,
+        raw_map=found.raw_map,
+        strength=found.strength,
+        predictions=tuple(found.predictions),
+        target=found.target,
+        score=found.score,
+        model=found.model,
+        layer=found.layer,
+        method=found.method,
+        input_size=found.input_size,
+    )
+
+
+def default_method() -> str:
+    """The method explained before the user picks one: Grad-CAM when registered."""
+    return "gradcam" if "gradcam" in core.METHODS else next(iter(core.METHODS))
+
+
+def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]:
+    """The model's top classes for ``image`` (shares its cache entry with the default explanation)."""
+    found = explanation(image.digest, image.data, model.name, model.default_layer, None, default_method())
+    return found.predictions
+
+
+def explain(settings: Settings) -> Result:
+    """The explanation for the current settings (cached)."""
+    image = settings.image
+    return explanation(
+        image.digest, image.data, settings.model, settings.layer, settings.target, settings.method
+    )

@@ -1,0 +1,179 @@
+"""Sidebar widgets: each function draws one group of controls and returns what the user picked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+
+import gradcam_core as core
+from gradcam_core import LoadedModel, ModelStatus, Prediction
+from gradcam_core.render import COLORMAPS, DEFAULT_COLORMAP
+
+from .settings import ImageInput
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SAMPLES: dict[str, str] = {
+    "chelsea.png": "Cat",
+    "coffee.png": "Coffee cup",
+    "astronaut.png": "Astronaut",
+    "rocket.jpg": "Rocket",
+    "retina.jpg": "Retina (fundus)",
+}
+"""Built-in sample files in ``assets/`` and their names on the page (the first one is shown on opening)."""
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+ANOTHER_CLASS = -1
+"""Option of the class menu that opens the search over every class."""
+
+COLORMAP_NOTES: dict[str, str] = {
+    "jet": "rainbow, red = strong",
+    "turbo": "rainbow, red = strong",
+    "viridis": "colour-blind friendly",
+    "cividis": "colour-blind friendly",
+    "hot": "black → white",
+}
+
+
+def image_input() -> ImageInput:
+    """An uploaded image, or else the chosen built-in sample."""
+    st.subheader("Image", divider="gray")
+    upload = st.file_uploader(
+        "Upload an image",
+        type=UPLOAD_TYPES,
+        key="upload",
+        help="PNG, JPEG, WebP, BMP or TIFF. The image stays on this server and is not stored.",
+    )
+    sample = st.selectbox(
+        "…or use a built-in sample",
+        list(SAMPLES),
+        format_func=SAMPLES.__getitem__,
+        key="sample",
+        disabled=upload is not None,
+        help="Remove the uploaded file (×) to go back to the samples." if upload is not None else None,
+    )
+    if upload is not None:
+        return ImageInput.from_bytes(upload.name, upload.getvalue())
+    return ImageInput.from_bytes(SAMPLES[sample], (ASSETS / sample).read_bytes())
+
+
+def model_choice(statuses: Sequence[ModelStatus]) -> ModelStatus:
+    """The chosen model; models that cannot be loaded here are listed and labelled as unavailable."""
+    st.subheader("Model", divider="gray")
+    by_name = {status.name: status for status in statuses}
+    names = list(by_name)
+    default = names.index(core.DEFAULT_MODEL) if core.DEFAULT_MODEL in by_name else 0
+
+    def label(name: str) -> str:
+        status = by_name[name]
+        return status.title if status.available else f"{status.title} — weights not on this machine"
+
+    name = st.selectbox(
+        "Neural network",
+        names,
+        index=default,
+        format_func=label,
+        key="model",
+        help="The image classifier whose decision is explained.",
+    )
+    return by_name[name]
+
+
+def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | None, key: str) -> int | None:
+    """The class index to explain: one of the top predictions or any class by name (``None``: not ready).
+
+    Args:
+        predictions: The model's top classes for this image, best first; ``None`` disables the control.
+        model: The loaded model (for the list of every class).
+        key: Widget key suffix; a new image or model gets fresh widgets, so the choice resets to the top class.
+    """
+    st.subheader("What to explain", divider="gray")
+    if not predictions or model is None:
+        st.selectbox("Class", ["—"], disabled=True, key="class-disabled")
+        return None
+    by_index = {p.index: p for p in predictions}
+    choice = st.selectbox(
+        "Class",
+        [p.index for p in predictions] + [ANOTHER_CLASS],
+        format_func=lambda i: "Another class…" if i == ANOTHER_CLASS else f"{by_index[i].label} — {by_index[i].probability:.1%}",
+        key=f"class-{key}",
+        help="The map shows where the evidence for this class is. The model's top guesses come first.",
+    )
+    if choice != ANOTHER_CLASS:
+        return choice
+    categories = model.categories
+    picked = st.selectbox(
+        "Search every class",
+        range(len(categories)),
+        index=None,
+        format_func=categories.__getitem__,
+        placeholder=f"Type to search {len(categories)} classes",
+        key=f"any-class-{key}",
+    )
+    if picked is None:
+        st.caption(f"Showing the top class, {predictions[0].label}, until you pick one.")
+        return predictions[0].index
+    return picked
+
+
+def method_choice() -> str:
+    """The CAM method, from every method registered in ``gradcam_core.METHODS``."""
+    methods = core.METHODS
+    names = list(methods)
+    name = st.selectbox(
+        "Method",
+        names,
+        index=names.index("gradcam") if "gradcam" in methods else 0,
+        format_func=lambda key: methods[key].title,
+        key="method",
+        help="How the network's internal signals become a map.\n\n"
+        + "\n".join(f"- **{m.title}**: {m.description}" for m in methods.values()),
+    )
+    st.caption(methods[name].description)
+    return name
+
+
+def layer_choice(model: LoadedModel | None) -> str | None:
+    """The target layer among the model's candidates, the model's default preselected (``None``: no model)."""
+    if model is None:
+        st.selectbox("Layer", ["—"], disabled=True, key="layer-disabled")
+        return None
+    infos = {info.name: info for info in model.layers}
+    names = list(infos)
+    if model.default_layer not in infos:
+        names.append(model.default_layer)
+
+    def label(name: str) -> str:
+        text = infos[name].describe() if name in infos else name
+        return f"{text} (default)" if name == model.default_layer else text
+
+    layer = st.selectbox(
+        "Layer",
+        names,
+        index=names.index(model.default_layer),
+        format_func=label,
+        key=f"layer-{model.name}",
+        help="Where in the network to look. The default, a late layer, gives the most class-specific map; "
+        "earlier layers give finer but less meaningful maps.",
+    )
+    if layer == model.default_layer:
+        st.caption("The default layer: the network's last feature map, usually the most telling.")
+    else:
+        st.caption("Earlier layers give sharper but less class-specific maps.")
+    return layer
+
+
+def display_choice() -> tuple[float, str]:
+    """Overlay opacity (0..1) and colour map name; changing them never re-runs the model."""
+    st.subheader("Display", divider="gray")
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="alpha", help="0 shows only the image.")
+    names = list(COLORMAPS)
+    colormap = st.selectbox(
+        "Colour map",
+        names,
+        index=names.index(DEFAULT_COLORMAP) if DEFAULT_COLORMAP in names else 0,
+        format_func=lambda name: f"{name} ({COLORMAP_NOTES[name]})" if name in COLORMAP_NOTES else name,
+        key="colormap",
+    )
+    return alpha, colormap

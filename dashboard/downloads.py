@@ -1,0 +1,77 @@
+"""Files offered for download: built only when the user clicks (Streamlit calls these lazily)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from gradcam_core import Prediction
+from gradcam_core.render import colorize, overlay, to_png_bytes
+
+from .cache import Result
+from .settings import Settings
+
+
+def file_stem(name: str) -> str:
+    """A safe file-name stem from an image name: ``"Retina (fundus)"`` -> ``"retina-fundus"``."""
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-").lower()
+    return stem or "image"
+
+
+def overlay_png(image: np.ndarray, heatmap: np.ndarray, alpha: float, colormap: str) -> Callable[[], bytes]:
+    """The full-resolution overlay as PNG."""
+    return lambda: to_png_bytes(overlay(image, heatmap, alpha, colormap), compress_level=1)
+
+
+def heatmap_png(heatmap: np.ndarray, colormap: str) -> Callable[[], bytes]:
+    """The full-resolution coloured heatmap as PNG."""
+    return lambda: to_png_bytes(colorize(heatmap, colormap), compress_level=1)
+
+
+def heatmap_npy(heatmap: np.ndarray) -> Callable[[], bytes]:
+    """The heatmap values (float32, [0, 1], image size) as a NumPy ``.npy`` file."""
+
+    def build() -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, heatmap)
+        return buffer.getvalue()
+
+    return build
+
+
+def report(settings: Settings, result: Result, image_size: tuple[int, int], model_title: str) -> str:
+    """JSON with the image, the settings, the predictions and what was explained."""
+
+    def prediction(p: Prediction) -> dict[str, object]:
+        return {"index": p.index, "label": p.label, "probability": round(p.probability, 6)}
+
+    width, height = image_size
+    document = {
+        "image": {"name": settings.image.name, "sha256": settings.image.digest, "width": width, "height": height},
+        "settings": {
+            "model": settings.model,
+            "layer": settings.layer,
+            "class": "top prediction" if settings.target is None else settings.target,
+            "method": settings.method,
+            "alpha": settings.alpha,
+            "colormap": settings.colormap,
+        },
+        "explanation": {
+            "model": result.model,
+            "model_title": model_title,
+            "layer": result.layer,
+            "method": result.method,
+            "target": prediction(result.target),
+            "score": result.score,
+            "strength": result.strength,
+            "input_size": list(result.input_size),
+            "map_size": list(result.raw_map.shape),
+        },
+        "predictions": [prediction(p) for p in result.predictions],
+    }
+    return json.dumps(document, indent=2)

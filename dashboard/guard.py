@@ -1,0 +1,32 @@
+"""Turn failures into one sentence on the page; tracebacks go to the server log only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+
+from gradcam_core import GradCamError
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def reported_errors(doing: str) -> Iterator[None]:
+    """Run the block; on failure show one sentence with ``st.error`` and skip the rest of the block.
+
+    Args:
+        doing: What the block does, for the generic message, e.g. ``"explaining the image"``.
+    """
+    try:
+        yield
+    except GradCamError as err:
+        st.error(str(err), icon=":material/error:")
+    except Exception:  # noqa: BLE001 - never let a traceback reach the browser
+        logger.exception("Unexpected failure while %s", doing)
+        st.error(
+            f"Something went wrong while {doing}; try another image or setting.",
+            icon=":material/error:",
+        )

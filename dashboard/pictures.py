@@ -1,0 +1,35 @@
+"""Small array helpers for pictures sent to the browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+
+def shrink(array: np.ndarray, max_side: int) -> np.ndarray:
+    """``array`` (H, W[, C]) resized so that its longer side is at most ``max_side`` (area averaging)."""
+    height, width = array.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return array
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+
+
+def fit(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``array`` resized to the height and width of ``shape`` (no-op when they already match)."""
+    height, width = shape[:2]
+    if array.shape[:2] == (height, width):
+        return array
+    return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def jpeg_data_uri(rgb: np.ndarray, quality: int = 90) -> str:
+    """A ``data:image/jpeg;base64,...`` URI of a uint8 RGB array (compact for photos)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,190 @@
+"""Main-area rendering: summary, the three panels, predictions, downloads and help."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import streamlit as st
+
+import gradcam_core as core
+from gradcam_core.render import overlay
+
+from . import downloads, figures
+from .cache import Result
+from .pictures import fit
+from .settings import Settings
+
+COLOUR_WORDS: dict[str, tuple[str, str]] = {
+    "jet": ("Red", "blue"),
+    "turbo": ("Red", "dark blue"),
+    "viridis": ("Yellow", "dark purple"),
+    "cividis": ("Yellow", "dark blue"),
+    "inferno": ("Yellow", "black"),
+    "magma": ("Pale yellow", "black"),
+    "plasma": ("Yellow", "dark blue"),
+    "hot": ("White", "black"),
+}
+"""(strongest, weakest) colour of each colour map, in words."""
+
+
+def plain(text: str) -> str:
+    """``text`` with Markdown's special characters escaped (file and class names are shown verbatim)."""
+    return re.sub(r"([\\`*_\[\]<>#|~$])", r"\\\1", text)
+
+
+def header() -> None:
+    """Title and one line on what the page does."""
+    st.title("What is the network looking at?", anchor=False)
+    st.caption(
+        "Grad-CAM highlights the parts of an image that drove an image classifier's answer. "
+        "Pick an image and a class in the sidebar. For teaching and discussion, not for diagnosis."
+    )
+
+
+def recovery_hint(image_ok: bool) -> None:
+    """What to do next when nothing can be explained."""
+    if image_ok:
+        st.caption("Upload another image, or remove this one (×) in the sidebar to go back to the samples.")
+    else:
+        st.caption(f"Pick another model in the sidebar, e.g. the built-in {core.MODELS[core.DEFAULT_MODEL].title}.")
+
+
+def counter_evidence(settings: Settings) -> bool:
+    """Whether the method maps evidence *against* the class (counterfactual)."""
+    return "counterfactual" in settings.method
+
+
+def summary(result: Result, model_title: str, settings: Settings) -> None:
+    """One sentence: what the model sees and what the map explains."""
+    top = result.predictions[0]
+    method = core.METHODS[result.method].title if result.method in core.METHODS else result.method
+    against = counter_evidence(settings)
+    target = result.target
+    odds = "" if target.index == top.index else f" ({target.probability:.1%})"
+    st.markdown(
+        f"**{plain(model_title)}** sees **{plain(top.label)}** ({top.probability:.1%}). "
+        f"The maps show where it found evidence {'against' if against else 'for'} **{plain(target.label)}**{odds} "
+        f"— {method}, layer `{result.layer}`."
+    )
+    if result.strength <= 0:
+        st.info(
+            f"The map is empty: no region of this image {'lowered' if against else 'raised'} the score of "
+            f"{result.target.label} at this layer. Try another layer or class.",
+            icon=":material/info:",
+        )
+
+
+def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settings: Settings) -> None:
+    """Original | heatmap | overlay, same height, zoomable; ``image`` is the browser-sized copy."""
+    height = figures.panel_height(full_size)
+    heat = fit(result.heatmap, image.shape)
+    blended = overlay(image, heat, settings.alpha, settings.colormap)
+    strong, weak = COLOUR_WORDS.get(settings.colormap, ("Bright", "dark"))
+    verb = "lowered" if counter_evidence(settings) else "increased"
+    label = plain(result.target.label)
+    width, full_height = full_size
+    method = core.METHODS[result.method].title if result.method in core.METHODS else result.method
+    original, heatmap, combined = st.columns(3, gap="medium")
+    with original:
+        st.markdown("**Original**")
+        st.plotly_chart(figures.image_figure(image, full_size, height), config=figures.plot_config(), key="original")
+        st.caption(f"{plain(settings.image.name)} · {width} × {full_height} px. Drag to zoom, double-click to reset.")
+    with heatmap:
+        st.markdown(f"**{method} heatmap**")
+        st.plotly_chart(
+            figures.heatmap_figure(result.heatmap, settings.colormap, height, "evidence"),
+            config=figures.plot_config(),
+            key="heatmap",
+        )
+        st.caption(
+            f"{strong} = regions that most {verb} the score for **{label}**; {weak} = none. "
+            "Hover to read the value."
+        )
+    with combined:
+        st.markdown("**Overlay**")
+        st.plotly_chart(
+            figures.image_figure(blended, full_size, height), config=figures.plot_config(), key="overlay"
+        )
+        st.caption(f"The heatmap over the image at {settings.alpha:.0%} opacity.")
+
+
+def predictions(result: Result) -> None:
+    """Bar chart of the top classes with the explained one highlighted."""
+    st.subheader("Top predictions", anchor=False)
+    st.plotly_chart(
+        figures.predictions_figure(result.predictions, result.target),
+        config={"displayModeBar": False},
+        key="predictions",
+    )
+    st.caption("How sure the model is of each class. The blue bar is the class being explained.")
+
+
+def download_buttons(
+    image: np.ndarray, result: Result, settings: Settings, model_title: str
+) -> None:
+    """Overlay PNG, heatmap PNG, heatmap values (.npy) and a JSON report, generated on click."""
+    st.subheader("Download", anchor=False)
+    stem = downloads.file_stem(settings.image.name)
+    size = (image.shape[1], image.shape[0])
+    files = [
+        ("Overlay PNG", downloads.overlay_png(image, result.heatmap, settings.alpha, settings.colormap),
+         f"{stem}-overlay.png", "image/png", ":material/image:", "The overlay at full resolution."),
+        ("Heatmap PNG", downloads.heatmap_png(result.heatmap, settings.colormap),
+         f"{stem}-heatmap.png", "image/png", ":material/gradient:", "The coloured heatmap at full resolution."),
+        ("Values .npy", downloads.heatmap_npy(result.heatmap),
+         f"{stem}-heatmap.npy", "application/octet-stream", ":material/data_array:",
+         "The heatmap as numbers from 0 to 1, one per pixel (NumPy file), for analysis."),
+        ("Report JSON", downloads.report(settings, result, size, model_title),
+         f"{stem}-gradcam.json", "application/json", ":material/description:",
+         "Settings, predictions and what was explained."),
+    ]
+    left, right = st.columns(2)
+    for number, (label, data, name, mime, icon, tip) in enumerate(files):
+        with left if number % 2 == 0 else right:
+            st.download_button(
+                label, data, file_name=name, mime=mime, icon=icon, help=tip, on_click="ignore", width="stretch",
+                key=f"download-{number}",
+            )
+
+
+def how_to_read(result: Result, settings: Settings) -> None:
+    """Plain-language help on what the map does and does not say."""
+    rows, cols = result.raw_map.shape
+    strong, weak = COLOUR_WORDS.get(settings.colormap, ("Bright", "dark"))
+    with st.expander("How to read this map", icon=":material/help:"):
+        st.markdown(
+            f"""
+- **{strong}** marks the regions whose features most **raised** the model's score for the chosen class;
+  **{weak}** means little or no evidence. With *Counterfactual Grad-CAM* it is the opposite question:
+  regions that **lowered** the score.
+- Values are relative to this image: 1 is the strongest spot here, so two images' maps are not directly
+  comparable.
+- The map is **coarse**: it is computed on a {rows} × {cols} grid inside the network and smoothed up to the
+  image size. It shows roughly *where* the evidence is, not exact outlines.
+- It shows **where**, not **why**: the model may rely on the right place for the wrong reason.
+  It is **not a diagnosis** and says nothing about whether the prediction is correct.
+"""
+        )
+
+
+def details(result: Result, model: core.LoadedModel) -> None:
+    """Numbers for the curious: layer shape, input size, class index, raw score."""
+    layers = {info.name: info for info in model.layers}
+    kind = f" ({layers[result.layer].kind})" if result.layer in layers else ""
+    rows, cols = result.raw_map.shape
+    height, width = result.input_size
+    with st.expander("Technical details", icon=":material/tune:"):
+        st.markdown(
+            f"""
+| | |
+|---|---|
+| Model | {plain(model.title)} (`{model.name}`) |
+| Layer | `{result.layer}`{kind}, a {rows} × {cols} grid for this image |
+| Method | `{result.method}` |
+| Class | {plain(result.target.label)} (index {result.target.index}) |
+| Class score (before softmax) | {result.score:.3f} |
+| Strongest raw evidence | {result.strength:.4g} |
+| Network input | {width} × {height} px (the whole image, resized) |
+"""
+        )

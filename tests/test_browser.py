@@ -1,0 +1,176 @@
+"""End-to-end: a real `streamlit run` server driven by Debian's chromium (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+TIMEOUT_MS = 90_000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A dashboard server on a free port; killed when the module's tests are done."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
+                pytest.fail(f"streamlit did not become healthy: {output[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.goto(server)
+    _settle(tab)
+    yield tab
+    context.close()
+
+
+def _settle(page) -> None:
+    """Wait until the script has finished and the three panels are drawn."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+    page.get_by_text("Grad-CAM heatmap", exact=True).wait_for()
+    main = page.locator('[data-testid="stMain"]')
+    main.locator(".js-plotly-plot").nth(3).wait_for()
+    page.wait_for_timeout(300)
+
+
+def _main_text(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+def _pick(page, label: str, option: str) -> None:
+    """Open the sidebar select box called ``label`` and click the option containing ``option``."""
+    page.locator('[data-testid="stSidebar"]').get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option").filter(has_text=option).first.click()
+
+
+def _screenshot(page, name: str) -> None:
+    """Full-page screenshot: Streamlit scrolls inside its own container, so grow the viewport to fit it."""
+    height = page.evaluate(
+        """() => Math.max(...['stMain', 'stSidebarContent', 'stAppViewContainer']
+            .map(id => document.querySelector(`[data-testid="${id}"]`))
+            .filter(Boolean).map(e => e.scrollHeight))"""
+    )
+    page.set_viewport_size({"width": 1400, "height": max(1000, int(height))})
+    page.wait_for_timeout(800)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_first_load_shows_the_sample_explained(page) -> None:
+    for title in ("Original", "Grad-CAM heatmap", "Overlay", "Top predictions"):
+        assert page.get_by_text(title, exact=True).is_visible()
+    assert page.locator('[data-testid="stMain"] .js-plotly-plot').count() == 4
+    assert "cat" in _main_text(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    _screenshot(page, "dashboard.png")
+
+
+def test_class_and_opacity(page) -> None:
+    _pick(page, "Class", "tabby")
+    page.get_by_text("evidence for tabby").wait_for()
+    slider = page.get_by_role("slider", name="Heatmap opacity")
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.get_by_text("at 60% opacity").wait_for()
+    _settle(page)
+    assert "tabby" in _main_text(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_overlay_download(page) -> None:
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Overlay PNG").click()
+    assert download.value.suggested_filename == "cat-overlay.png"
+    assert Path(download.value.path()).read_bytes().startswith(b"\x89PNG")
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_upload_is_explained(page, tmp_path) -> None:
+    photo = tmp_path / "launch.png"
+    Image.open(ROOT / "assets" / "rocket.jpg").save(photo)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    page.get_by_text("launch.png ·").wait_for()
+    _settle(page)
+    assert page.locator('[data-testid="stMain"] .js-plotly-plot').count() == 4
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    _screenshot(page, "upload.png")
+
+
+def test_corrupt_upload_shows_one_sentence(page, tmp_path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(broken))
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for()
+    assert "image" in error.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').is_visible()

@@ -1,0 +1,246 @@
+"""The Streamlit dashboard driven headlessly with AppTest (same process: the engine can be spied on)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import gradcam_core  # noqa: E402
+from dashboard import downloads, figures  # noqa: E402
+from dashboard.cache import Result  # noqa: E402
+from dashboard.controls import ANOTHER_CLASS  # noqa: E402
+from dashboard.settings import ImageInput, Settings  # noqa: E402
+
+APP = str(ROOT / "dashboard" / "app.py")
+CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
+
+
+@pytest.fixture
+def model_calls(monkeypatch) -> list[tuple]:
+    """Every call the dashboard makes to ``gradcam_core.explain`` (the only way it runs the model)."""
+    calls: list[tuple] = []
+    real = gradcam_core.explain
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gradcam_core, "explain", spy)
+    st.cache_data.clear()
+    return calls
+
+
+@pytest.fixture
+def app(model_calls) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    _assert_healthy(at)
+    return at
+
+
+def _assert_healthy(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _select(at: AppTest, label: str):
+    return next(box for box in at.selectbox if box.label == label)
+
+
+def _summary(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if " sees " in m.value)
+
+
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def _png(draw_size: tuple[int, int] = (320, 240)) -> bytes:
+    picture = Image.new("RGB", draw_size, (200, 220, 255))
+    pen = ImageDraw.Draw(picture)
+    pen.ellipse((60, 40, 200, 180), fill=(220, 120, 30))
+    pen.rectangle((210, 120, 300, 220), fill=(40, 90, 40))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_first_run_explains_the_cat_with_one_model_call(app: AppTest, model_calls) -> None:
+    titles = {m.value for m in app.markdown}
+    assert {"**Original**", "**Grad-CAM heatmap**", "**Overlay**"} <= titles
+    assert len(app.get("plotly_chart")) == 4  # three panels and the predictions chart
+    classes = _select(app, "Class")
+    top_labels = [label.split(" — ")[0] for label in classes.options[:5]]
+    assert CAT_CLASSES & set(top_labels)
+    assert top_labels[0] in _summary(app)
+    assert len(model_calls) == 1  # predictions and the default map share one cached call
+    assert len(app.get("download_button")) == 4
+
+
+def test_sample_coffee_is_espresso(app: AppTest) -> None:
+    app.selectbox(key="sample").set_value("coffee.png").run()
+    _assert_healthy(app)
+    assert _select(app, "Class").value == gradcam_core.load_model().categories.index("espresso")
+    assert "**espresso**" in _summary(app)
+    assert "Coffee cup" in _captions(app)
+
+
+def test_model_menu_lists_every_registered_model(app: AppTest) -> None:
+    menu = app.selectbox(key="model")
+    assert menu.options == [
+        status.title if status.available else f"{status.title} — weights not on this machine"
+        for status in gradcam_core.available_models()
+    ]
+    assert len(menu.options) == len(gradcam_core.MODELS)
+
+
+def test_unavailable_model_shows_the_reason(monkeypatch, model_calls) -> None:
+    real = gradcam_core.available_models
+    reason = "ResNet-50 needs its weights file resnet50.pth in the torch cache."
+
+    def statuses():
+        return [
+            replace(s, available=False, reason=reason) if s.name == "resnet50" else s for s in real()
+        ]
+
+    monkeypatch.setattr(gradcam_core, "available_models", statuses)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.selectbox(key="model").set_value("resnet50").run()
+    _assert_healthy(at)
+    assert [i.value for i in at.info] == [reason]
+    assert not at.get("plotly_chart")
+    assert at.slider(key="alpha")  # the rest of the sidebar still works
+    at.selectbox(key="model").set_value(gradcam_core.DEFAULT_MODEL).run()
+    _assert_healthy(at)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_model_that_fails_to_load_shows_one_sentence(monkeypatch, model_calls) -> None:
+    real = gradcam_core.available_models
+    monkeypatch.setattr(
+        gradcam_core, "available_models", lambda: [replace(s, available=True, reason=None) for s in real()]
+    )
+
+    def broken(name=None):
+        raise gradcam_core.ModelUnavailableError("The weights file for VGG-16 could not be loaded.")
+
+    monkeypatch.setattr(gradcam_core, "load_model", broken)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.selectbox(key="model").set_value("vgg16").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["The weights file for VGG-16 could not be loaded."]
+
+
+def test_layer_change_explains_that_layer(app: AppTest, model_calls) -> None:
+    layers = app.selectbox(key=f"layer-{gradcam_core.DEFAULT_MODEL}")
+    assert layers.value == gradcam_core.load_model().default_layer
+    assert any(label.endswith("(default)") for label in layers.options)
+    earlier = next(o for o in gradcam_core.load_model().layers if o.name.startswith("_blocks.1"))
+    layers.set_value(earlier.name).run()
+    _assert_healthy(app)
+    assert f"layer `{earlier.name}`" in _summary(app)
+    assert model_calls[-1][1]["layer"] == earlier.name
+
+
+def test_class_change_changes_the_target(app: AppTest) -> None:
+    classes = _select(app, "Class")
+    second = classes.options[1].split(" — ")[0]
+    tabby = gradcam_core.load_model().categories.index("tabby")
+    classes.set_value(tabby).run()
+    _assert_healthy(app)
+    assert "evidence for **tabby**" in _summary(app)
+    assert "score for **tabby**" in _captions(app)
+    _select(app, "Class").select_index(1).run()
+    assert f"evidence for **{second}**" in _summary(app)
+
+
+def test_any_class_can_be_searched_by_name(app: AppTest) -> None:
+    _select(app, "Class").set_value(ANOTHER_CLASS).run()
+    _assert_healthy(app)
+    espresso = gradcam_core.load_model().categories.index("espresso")
+    _select(app, "Search every class").set_value(espresso).run()
+    _assert_healthy(app)
+    assert "evidence for **espresso**" in _summary(app)
+
+
+def test_method_change_to_counterfactual(app: AppTest) -> None:
+    assert app.selectbox(key="method").options == [m.title for m in gradcam_core.METHODS.values()]
+    app.selectbox(key="method").set_value("counterfactual").run()
+    _assert_healthy(app)
+    assert "evidence against" in _summary(app)
+    assert "most lowered the score" in _captions(app)
+
+
+def test_alpha_and_colormap_only_reblend(app: AppTest, model_calls) -> None:
+    before = len(model_calls)
+    app.slider(key="alpha").set_value(0.8).run()
+    _assert_healthy(app)
+    assert "80% opacity" in _captions(app)
+    app.selectbox(key="colormap").set_value("viridis").run()
+    _assert_healthy(app)
+    assert "Yellow = regions" in _captions(app)
+    assert len(model_calls) == before
+
+
+def test_upload_is_explained(app: AppTest) -> None:
+    app.file_uploader(key="upload").upload("drawing.png", _png(), "image/png").run()
+    _assert_healthy(app)
+    assert "drawing.png · 320 × 240 px" in _captions(app)
+    assert len(app.get("plotly_chart")) == 4
+    assert app.selectbox(key="sample").disabled
+
+
+def test_corrupt_upload_shows_one_sentence(app: AppTest) -> None:
+    app.file_uploader(key="upload").upload("broken.png", b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, "image/png").run()
+    assert not app.exception
+    assert len(app.error) == 1
+    message = app.error[0].value
+    assert message.endswith(".") and message.count(". ") == 0 and "Traceback" not in message
+    assert app.slider(key="alpha") and app.selectbox(key="method")  # the rest keeps working
+    assert not app.get("plotly_chart")
+
+
+def test_unexpected_failure_is_generic(app: AppTest, monkeypatch, caplog) -> None:
+    def crash(*args, **kwargs):
+        raise RuntimeError("internal detail that must stay on the server")
+
+    monkeypatch.setattr(gradcam_core, "explain", crash)
+    app.selectbox(key="method").set_value("counterfactual").run()
+    assert not app.exception
+    assert [e.value for e in app.error] == ["Something went wrong while explaining the image; try another image or setting."]
+    assert "internal detail" in caplog.text
+
+
+def test_heatmap_hover_grid_is_downsampled() -> None:
+    figure = figures.heatmap_figure(np.random.rand(1200, 2000).astype(np.float32), "jet", 300, "evidence")
+    z = np.asarray(figure.data[0].z)
+    assert max(z.shape) <= figures.HOVER_SIDE
+    assert figure.data[0].x[-1] < 2000 and figure.data[0].y[-1] < 1200
+
+
+def test_downloads() -> None:
+    heatmap = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    image = np.zeros((3, 4, 3), np.uint8)
+    assert np.array_equal(np.load(io.BytesIO(downloads.heatmap_npy(heatmap)())), heatmap)
+    assert downloads.overlay_png(image, heatmap, 0.5, "jet")().startswith(b"\x89PNG")
+    assert downloads.heatmap_png(heatmap, "jet")().startswith(b"\x89PNG")
+    top = gradcam_core.Prediction(281, "tabby", 0.5)
+    result = Result(heatmap, heatmap, 1.0, (top,), top, 3.0, "m", "layer4", "gradcam", (224, 224))
+    settings = Settings(ImageInput.from_bytes("My scan.png", b"x"), "m", "layer4", None, "gradcam", 0.5, "jet")
+    report = json.loads(downloads.report(settings, result, (4, 3), "Model"))
+    assert report["explanation"]["target"]["label"] == "tabby"
+    assert report["settings"]["alpha"] == 0.5 and report["image"]["width"] == 4
+    assert downloads.file_stem("Retina (fundus)") == "retina-fundus"
