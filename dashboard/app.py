@@ -16,7 +16,7 @@ import streamlit as st  # noqa: E402
 
 import gradcam_core as core  # noqa: E402
 from gradcam_core import LoadedModel  # noqa: E402
-from dashboard import cache, controls, views  # noqa: E402
+from dashboard import cache, controls, teaching, views  # noqa: E402
 from dashboard.guard import reported_errors  # noqa: E402
 from dashboard.settings import Settings  # noqa: E402
 
@@ -62,20 +62,31 @@ def main() -> None:
 
 
 def render(settings: Settings, model: LoadedModel) -> None:
-    """The explanation for ``settings``: summary, the three panels, predictions, downloads and help."""
+    """The explanation for ``settings``: a summary, then the main view or the "How it works" view.
+
+    Both views read the same cached result; only the open tab is drawn (switching tabs reruns the script).
+    """
     image = settings.image
     result = cache.explain(settings)
     full = cache.decode_image(image.digest, image.data)
+    shown = cache.display_image(image.digest, image.data)
+    size = (full.shape[1], full.shape[0])
     views.summary(result, model.title, settings)
-    views.panels(cache.display_image(image.digest, image.data), (full.shape[1], full.shape[0]), result, settings)
-    st.divider()
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        views.predictions(result)
-    with right:
-        views.download_buttons(full, result, settings, model.title)
-        views.how_to_read(result, settings)
-        views.details(result, model)
+    main_tab, teaching_tab = st.tabs(["Explanation", "How it works"], key="view", on_change="rerun")
+    if teaching_tab.open:
+        with teaching_tab:
+            teaching.render(settings, result, shown, size)
+        return
+    with main_tab:
+        views.panels(shown, size, result, settings)
+        st.divider()
+        left, right = st.columns([3, 2], gap="large")
+        with left:
+            views.predictions(result)
+        with right:
+            views.download_buttons(full, result, settings, model.title)
+            views.how_to_read(result, settings)
+            views.details(result, model)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import streamlit as st
 from PIL import Image
 
 import gradcam_core as core
-from gradcam_core import LoadedModel, Prediction
+from gradcam_core import CamSteps, LoadedModel, Prediction
+from gradcam_core.teaching import top_channels
 
 from .pictures import shrink
 from .settings import ImageInput, Settings
@@ -21,6 +22,16 @@ from .settings import ImageInput, Settings
 TOP_K = 5
 DISPLAY_SIDE = 1024
 """Longest side of the pictures sent to the browser (downloads stay at full resolution)."""
+TILES = 8
+"""Feature maps shown per ordering in the teaching view."""
+ACTIVATION_BUDGET = 2**19
+"""Most activation values (2 MB of float32) a cached explanation keeps; beyond, only the shown tiles' maps."""
+RANKINGS: dict[str, tuple[str, str]] = {
+    "largest weights": ("weights", "largest"),
+    "most negative weights": ("weights", "smallest"),
+    "largest contributions": ("contributions", "largest"),
+}
+"""How the teaching view can pick its tiles: ``CamSteps`` field and ``top_channels`` order."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class Result:
 
     Attributes mirror ``gradcam_core.Explanation``: ``heatmap`` (H, W) float32 in [0, 1] on the original
     image, ``raw_map`` (h, w) at the layer's resolution, the top predictions, the explained target, etc.
+    ``steps`` holds the intermediates of the same computation for the teaching view (see ``keep_tiles``).
     """
 
     heatmap: np.ndarray
@@ -41,6 +53,7 @@ class Result:
     layer: str
     method: str
     input_size: tuple[int, int]
+    steps: CamSteps | None = None
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
@@ -65,10 +78,10 @@ def display_image(digest: str, _data: bytes) -> np.ndarray:
 def explanation(
     digest: str, _data: bytes, model: str, layer: str | None, target: int | None, method: str
 ) -> Result:
-    """Run the model once for this image content, model, layer, class and method."""
+    """Run the model once for this image content, model, layer, class and method (main and teaching views)."""
     loaded = load_model(model)
     picture = Image.fromarray(decode_image(digest, _data))
-    found = core.explain(picture, loaded, layer=layer, target=target, method=method, top_k=TOP_K)
+    found = core.explain(picture, loaded, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True)
     return Result(
         heatmap=found.heatmap,
         raw_map=found.raw_map,
@@ -80,7 +93,21 @@ def explanation(
         layer=found.layer,
         method=found.method,
         input_size=found.input_size,
+        steps=keep_tiles(core.cam_steps(found.trace)),
     )
+
+
+def keep_tiles(steps: CamSteps) -> CamSteps:
+    """``steps`` whole when small; else only the feature maps the teaching view can show (weights stay whole)."""
+    if steps.activations.size <= ACTIVATION_BUDGET:
+        return steps
+    return steps.keep(np.unique(np.concatenate([tile_channels(steps, ranking) for ranking in RANKINGS])))
+
+
+def tile_channels(steps: CamSteps, ranking: str) -> np.ndarray:
+    """The ``TILES`` channels first in ``ranking`` (a key of ``RANKINGS``), first one first."""
+    field, order = RANKINGS[ranking]
+    return top_channels(getattr(steps, field), TILES, order)
 
 
 def default_method() -> str:

@@ -1,4 +1,4 @@
-"""Plotly figures: the three image panels and the predictions chart (pure functions, no Streamlit)."""
+"""Plotly figures: the three image panels, the predictions chart and the teaching view (pure, no Streamlit)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from gradcam_core import Prediction
 from gradcam_core.render import colorize
@@ -18,6 +19,13 @@ COLORBAR_ROOM = 40
 """Pixels under every panel: the heatmap's colour bar lives there, the other panels keep equal heights."""
 HIGHLIGHT = "#2b6cb0"
 MUTED = "#c5d3e3"
+POSITIVE = "#c0392b"
+NEGATIVE = "#2e6da4"
+BLUES = ("#2166ac", "#92c5de")
+WHITE = "#f7f7f7"
+REDS = ("#f4a582", "#b2182b")
+CELL_TEXT_LIMIT = 160
+"""Grids with at most this many cells print their values in the cells."""
 
 
 def plot_config() -> dict[str, object]:
@@ -111,6 +119,239 @@ def predictions_figure(predictions: Sequence[Prediction], target: Prediction) ->
         yaxis={"autorange": "reversed", "fixedrange": True},
         bargap=0.35,
         showlegend=False,
+    )
+    return figure
+
+
+def grid_figure(
+    grid: np.ndarray,
+    height: int,
+    label: str,
+    colorscale: str | list[list[float | str]],
+    value_range: tuple[float, float],
+    ticks: Sequence[float] | None = None,
+) -> go.Figure:
+    """A small (h, w) map drawn cell by cell (as the network sees it), values printed in the cells when few.
+
+    Args:
+        grid: ``(h, w)`` values.
+        height: Figure height in pixels (the colour bar lives in its bottom ``COLORBAR_ROOM`` pixels).
+        label: What the values are, for the hover text.
+        colorscale: Plotly colour scale.
+        value_range: ``(zmin, zmax)`` of the colour scale.
+        ticks: Colour bar ticks; default: Plotly's.
+    """
+    rows, cols = grid.shape
+    low, high = value_range
+    text = cell_text(grid) if grid.size <= CELL_TEXT_LIMIT else None
+    trace = go.Heatmap(
+        z=grid,
+        x=np.arange(cols) + 0.5,
+        y=np.arange(rows) + 0.5,
+        zmin=low,
+        zmax=high,
+        colorscale=colorscale,
+        text=text,
+        texttemplate="%{text}" if text is not None else None,
+        textfont={"size": 10},
+        hovertemplate=f"{label}: %{{z:.4g}}<br>row %{{y:.0f}}, column %{{x:.0f}}<extra></extra>",
+        xgap=1 if grid.size <= CELL_TEXT_LIMIT else 0,
+        ygap=1 if grid.size <= CELL_TEXT_LIMIT else 0,
+        colorbar={
+            "orientation": "h", "thickness": 9, "len": 0.9, "x": 0.5, "xanchor": "center", "y": 0,
+            "yanchor": "top", "ypad": 8, "tickfont": {"size": 11}, "outlinewidth": 0,
+            **({"tickvals": list(ticks)} if ticks is not None else {}),
+        },
+    )
+    return _frame(go.Figure(trace), (cols, rows), height)
+
+
+def cell_text(grid: np.ndarray) -> list[list[str]]:
+    """The values of ``grid`` with three significant digits of its largest magnitude (``"0.196"``, ``"-1.2"``).
+
+    Exact zeros read ``"0"``; values too small for those digits keep one digit (``"-4e-04"``), so that a small
+    negative value never reads as zero.
+    """
+    largest = float(np.abs(grid).max(initial=0.0))
+    decimals = int(np.clip(2 - np.floor(np.log10(largest)), 0, 6)) if largest > 0 else 0
+
+    def text(value: float) -> str:
+        if value == 0:
+            return "0"
+        fixed = f"{value:.{decimals}f}"
+        return fixed if float(fixed) != 0 else f"{value:.0e}"
+
+    return [[text(value) for value in row] for row in grid.tolist()]
+
+
+def signed_scale(low: float, high: float) -> tuple[list[list[float | str]], tuple[float, float]]:
+    """Colour scale and range for signed values: white at 0, deepest blue at ``low``, deepest red at ``high``.
+
+    The two sides are stretched separately, so that small negative values stay visible next to large positive
+    ones (the colour bar shows the true values).
+    """
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    if high <= low:
+        return [[0.0, WHITE], [1.0, REDS[1]]], (0.0, 1.0)
+    zero = -low / (high - low)
+    scale: list[list[float | str]] = []
+    if low < 0:
+        scale += [[0.0, BLUES[0]], [zero / 2, BLUES[1]]]
+    scale.append([zero, WHITE])
+    if high > 0:
+        scale += [[zero + (1 - zero) / 2, REDS[0]], [1.0, REDS[1]]]
+    return scale, (low, high)
+
+
+def tiles_figure(maps: Sequence[np.ndarray], titles: Sequence[str], height: int) -> go.Figure:
+    """Feature maps side by side on one shared colour scale (dark = 0), each titled with its channel and weight."""
+    count = max(1, len(maps))
+    low = min([0.0] + [float(m.min()) for m in maps])
+    high = max([low + 1e-6] + [float(m.max()) for m in maps])
+    figure = make_subplots(rows=1, cols=count, subplot_titles=list(titles), horizontal_spacing=0.012)
+    for number, (grid, title) in enumerate(zip(maps, titles, strict=True), start=1):
+        rows, cols = grid.shape
+        figure.add_trace(
+            go.Heatmap(
+                z=grid,
+                x=np.arange(cols) + 0.5,
+                y=np.arange(rows) + 0.5,
+                coloraxis="coloraxis",
+                hovertemplate=f"{title}<br>A: %{{z:.3g}}<br>row %{{y:.0f}}, column %{{x:.0f}}<extra></extra>",
+            ),
+            row=1,
+            col=number,
+        )
+        suffix = "" if number == 1 else str(number)
+        figure.update_layout({
+            f"xaxis{suffix}": {"visible": False, "range": [0, cols], "constrain": "domain"},
+            f"yaxis{suffix}": {"visible": False, "range": [rows, 0], "scaleanchor": f"x{suffix}",
+                               "constrain": "domain", "constraintoward": "top"},
+        })
+    figure.update_annotations(font={"size": 11})
+    figure.update_layout(
+        height=height,
+        margin={"l": 0, "r": 0, "t": 22, "b": COLORBAR_ROOM},
+        coloraxis={
+            "colorscale": "Viridis", "cmin": low, "cmax": high,
+            "colorbar": {"orientation": "h", "thickness": 9, "len": 0.4, "x": 0.5, "xanchor": "center", "y": 0,
+                         "yanchor": "top", "ypad": 8, "tickfont": {"size": 11}, "outlinewidth": 0,
+                         "title": {"text": "activation", "side": "right", "font": {"size": 11}}},
+        },
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return figure
+
+
+def weights_figure(weights: np.ndarray, marked: Sequence[int], height: int, name: str = "α") -> go.Figure:
+    """Every channel's weight as a bar, sorted from largest to most negative; a dot over each ``marked`` channel."""
+    order = np.argsort(-weights, kind="stable")
+    values = weights[order]
+    rank = {int(k): r for r, k in enumerate(order.tolist(), start=1)}
+    marked = [int(k) for k in marked]
+    limit = float(np.abs(values).max(initial=0.0)) or 1.0
+    figure = go.Figure(
+        [
+            go.Bar(
+                x=np.arange(1, len(values) + 1),
+                y=values,
+                customdata=order,
+                marker={"color": np.where(values >= 0, POSITIVE, NEGATIVE), "line": {"width": 0}},
+                hovertemplate=f"channel %{{customdata}}<br>{name} = %{{y:.3g}}<br>rank %{{x}}<extra></extra>",
+            ),
+            go.Scatter(
+                x=[rank[k] for k in marked],
+                y=[float(weights[k]) + (0.06 if weights[k] >= 0 else -0.06) * limit for k in marked],
+                customdata=marked,
+                mode="markers",
+                marker={"color": "#222", "size": 7, "symbol": "diamond"},
+                hovertemplate=f"tile: channel %{{customdata}}<br>rank %{{x}}<extra></extra>",
+            ),
+        ]
+    )
+    figure.update_layout(
+        height=height,
+        margin={"l": 0, "r": 10, "t": 10, "b": 40},
+        bargap=0,
+        xaxis={"title": f"the {len(values)} channels, sorted by weight", "fixedrange": True, "showgrid": False},
+        yaxis={"title": f"weight {name}", "fixedrange": True, "zeroline": True, "zerolinecolor": "#888",
+               "exponentformat": "e",
+               "range": [min(0.0, float(values.min())) - 0.12 * limit, max(0.0, float(values.max())) + 0.12 * limit]},
+        showlegend=False,
+        paper_bgcolor="rgba(0,0,0,0)",
+    )
+    return figure
+
+
+def signed_overlay_figure(
+    rgb: np.ndarray, grid: np.ndarray, value_range: tuple[float, float], size: tuple[int, int], height: int, label: str
+) -> go.Figure:
+    """A signed (h, w) map as translucent cells over the picture: red positive, blue negative, white zero.
+
+    Args:
+        rgb: The browser-sized picture.
+        grid: ``(h, w)`` values, e.g. the weighted sum before the ReLU.
+        value_range: ``(low, high)`` for ``signed_scale`` (share it to compare maps).
+        size: ``(width, height)`` of the original image: the axes are in its pixels.
+        height: Figure height in pixels.
+        label: What the values are, for the hover text.
+    """
+    figure = image_figure(rgb, size, height)
+    width, full_height = size
+    rows, cols = grid.shape
+    scale, (low, high) = signed_scale(*value_range)
+    figure.add_trace(
+        go.Heatmap(
+            z=grid,
+            x=(np.arange(cols) + 0.5) * width / cols,
+            y=(np.arange(rows) + 0.5) * full_height / rows,
+            zmin=low,
+            zmax=high,
+            colorscale=scale,
+            opacity=0.6,
+            hovertemplate=f"{label}: %{{z:.3g}}<extra></extra>",
+            colorbar={
+                "orientation": "h", "thickness": 9, "len": 0.9, "x": 0.5, "xanchor": "center", "y": 0,
+                "yanchor": "top", "ypad": 8, "tickfont": {"size": 11}, "outlinewidth": 0,
+            },
+        )
+    )
+    return figure
+
+
+def weights_comparison_figure(
+    first: np.ndarray, second: np.ndarray, labels: tuple[str, str], height: int
+) -> go.Figure:
+    """One dot per channel: its weight for the first class (across) and for the second (up), with the diagonal."""
+    limit = float(max(np.abs(first).max(initial=0.0), np.abs(second).max(initial=0.0))) * 1.05 or 1.0
+    figure = go.Figure(
+        [
+            go.Scatter(
+                x=[-limit, limit], y=[-limit, limit], mode="lines", hoverinfo="skip",
+                line={"color": "#999", "width": 1, "dash": "dot"},
+            ),
+            go.Scatter(
+                x=first,
+                y=second,
+                customdata=np.arange(len(first)),
+                mode="markers",
+                marker={"size": 5, "color": HIGHLIGHT, "opacity": 0.5},
+                hovertemplate=(
+                    f"channel %{{customdata}}<br>{labels[0]}: %{{x:.3g}}<br>{labels[1]}: %{{y:.3g}}<extra></extra>"
+                ),
+            ),
+        ]
+    )
+    axis = {"range": [-limit, limit], "zeroline": True, "zerolinecolor": "#888", "fixedrange": True,
+            "exponentformat": "e"}
+    figure.update_layout(
+        height=height,
+        margin={"l": 0, "r": 10, "t": 10, "b": 40},
+        xaxis={**axis, "title": f"weight for {labels[0]}"},
+        yaxis={**axis, "title": f"weight for {labels[1]}", "scaleanchor": "x"},
+        showlegend=False,
+        paper_bgcolor="rgba(0,0,0,0)",
     )
     return figure
 

@@ -17,6 +17,8 @@ from .models import DEFAULT_MODEL, MODELS, LoadedModel, ModelStatus, available_m
 from .preprocess import Preprocessing, to_input
 from .render import COLORMAPS, colorize, overlay
 from .targets import Prediction, resolve_class, top_predictions
+from . import teaching
+from .teaching import CamSteps, cam_steps
 
 __all__ = [
     "COLORMAPS",
@@ -24,6 +26,7 @@ __all__ = [
     "METHODS",
     "MODELS",
     "CamMethod",
+    "CamSteps",
     "CamTrace",
     "Explanation",
     "GradCamError",
@@ -38,6 +41,7 @@ __all__ = [
     "Preprocessing",
     "TargetError",
     "available_models",
+    "cam_steps",
     "candidate_layers",
     "colorize",
     "compute_cam",
@@ -48,6 +52,7 @@ __all__ = [
     "overlay",
     "resolve_class",
     "resolve_layer",
+    "teaching",
     "to_input",
     "top_predictions",
     "trace_cam",

@@ -174,3 +174,18 @@ def test_corrupt_upload_shows_one_sentence(page, tmp_path) -> None:
     assert "image" in error.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').is_visible()
+
+
+def test_teaching_tab(page) -> None:
+    page.get_by_role("tab", name="How it works").click()
+    for title in ("1 · The forward pass", "2 · The weights", "3 · The weighted sum", "4 · Enlarged", "5 · Another class"):
+        page.get_by_text(title).first.wait_for()
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+    main = page.locator('[data-testid="stMain"]')
+    main.locator(".js-plotly-plot").nth(9).wait_for()
+    page.get_by_text("Both maps on the same colour scale").first.wait_for()
+    page.wait_for_timeout(1000)
+    assert "the 8 channels with the largest weights out of 1280" in _main_text(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    _screenshot(page, "teaching.png")

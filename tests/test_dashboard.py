@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import gradcam_core  # noqa: E402
-from dashboard import downloads, figures  # noqa: E402
+from dashboard import cache, downloads, figures, teaching  # noqa: E402
 from dashboard.cache import Result  # noqa: E402
 from dashboard.controls import ANOTHER_CLASS  # noqa: E402
 from dashboard.settings import ImageInput, Settings  # noqa: E402
@@ -244,3 +245,77 @@ def test_downloads() -> None:
     assert report["explanation"]["target"]["label"] == "tabby"
     assert report["settings"]["alpha"] == 0.5 and report["image"]["width"] == 4
     assert downloads.file_stem("Retina (fundus)") == "retina-fundus"
+
+
+def _open_teaching(at: AppTest) -> AppTest:
+    at.session_state["view"] = "How it works"
+    at.run()
+    _assert_healthy(at)
+    return at
+
+
+def test_teaching_tab_shows_the_five_steps_from_the_same_computation(app: AppTest, model_calls) -> None:
+    details = next(m.value for m in app.markdown if "Class score (before softmax)" in m.value)
+    main_score = re.search(r"Class score \(before softmax\) \| ([-\d.]+) \|", details).group(1)
+    _open_teaching(app)
+    titles = [s.value for s in app.subheader if " · " in s.value]
+    assert [t.split(" · ")[0] for t in titles] == ["1", "2", "3", "4", "5"]
+    assert "the 8 channels with the largest weights out of 1280" in _captions(app).lower()
+    assert [m.value for m in app.metric if m.label == teaching.SCORE_LABEL] == [main_score]
+    assert len(app.get("latex")) == 1
+    # One computation for the explained class (shared with the main view), one for the compared class.
+    assert len(model_calls) == 2
+    assert all(kwargs["keep_trace"] for _, kwargs in model_calls)
+    compared = _select(app, "Compare with class")
+    assert compared.value == gradcam_core.load_model().categories.index(compared.options[0].split(" — ")[0])
+    assert model_calls[1][1]["target"] == compared.value
+
+
+def test_teaching_tab_reads_the_cached_result_of_the_main_view(app: AppTest) -> None:
+    settings = Settings(
+        ImageInput.from_bytes("Cat", (ROOT / "assets" / "chelsea.png").read_bytes()),
+        gradcam_core.DEFAULT_MODEL, gradcam_core.load_model().default_layer, None, "gradcam", 0.5, "jet",
+    )
+    result = cache.explain(settings)
+    steps = result.steps
+    assert np.array_equal(np.maximum(steps.weighted_sum, 0), result.raw_map)
+    assert np.array_equal(gradcam_core.heatmap_from_map(steps.cam, result.heatmap.shape), result.heatmap)
+    assert steps.score == result.score and steps.activations.dtype == np.float32
+    assert steps.activations.nbytes + steps.weights.nbytes <= 2 * 2**20
+
+
+def test_teaching_compare_class_and_tiles(app: AppTest, model_calls) -> None:
+    _open_teaching(app)
+    compared = _select(app, "Compare with class")
+    compared.select_index(2).run()
+    _assert_healthy(app)
+    assert model_calls[-1][1]["target"] == _select(app, "Compare with class").value
+    app.segmented_control(key="tiles-ranking").set_value("largest contributions").run()
+    _assert_healthy(app)
+    assert "the 8 channels with the largest contributions out of 1280" in _captions(app).lower()
+    before = len(model_calls)
+    app.slider(key="alpha").set_value(0.7).run()
+    _assert_healthy(app)
+    assert "at 70% opacity" in "\n".join(m.value for m in app.markdown)
+    assert len(model_calls) == before
+
+
+@pytest.mark.parametrize("method", list(gradcam_core.METHODS))
+def test_teaching_tab_for_every_method(app: AppTest, method: str) -> None:
+    app.selectbox(key="method").set_value(method).run()
+    _open_teaching(app)
+    assert len([s for s in app.subheader if " · " in s.value]) == 5
+    assert (method in teaching.FORMULAS) == (len(app.get("latex")) == 1)
+    if method in {"hirescam", "layercam"}:
+        assert "average" in "\n".join(m.value for m in app.markdown)
+
+
+def test_teaching_tab_for_an_early_layer(app: AppTest) -> None:
+    _open_teaching(app)
+    app.selectbox(key=f"layer-{gradcam_core.DEFAULT_MODEL}").set_value("_conv_stem").run()
+    _assert_healthy(app)
+    assert "the 8 channels with the largest weights out of 32" in _captions(app).lower()
+    app.session_state["view"] = "Explanation"
+    app.run()
+    _assert_healthy(app)
+    assert len(app.get("plotly_chart")) == 4
