@@ -2,6 +2,11 @@
 
 Only the model call is cached here. Colouring and blending are cheap and run on every rerun, so moving the
 opacity slider or changing the colour map never reaches the model.
+
+What a rerun reads must be cheap: ``st.cache_data`` copies (unpickles) its value on every hit, so an
+explanation keeps the small layer-resolution map, not a full-resolution heatmap (46 MB for 12 megapixels);
+heatmaps are made at the size that is needed, when it is needed (``Result.heatmap_at``). Decoded images are
+shared read-only through ``st.cache_resource`` (no copy per hit).
 """
 
 from __future__ import annotations
@@ -38,12 +43,11 @@ RANKINGS: dict[str, tuple[str, str]] = {
 class Result:
     """What the dashboard keeps of an explanation: plain numbers and arrays, no tensors, no image.
 
-    Attributes mirror ``gradcam_core.Explanation``: ``heatmap`` (H, W) float32 in [0, 1] on the original
-    image, ``raw_map`` (h, w) at the layer's resolution, the top predictions, the explained target, etc.
+    Attributes mirror ``gradcam_core.Explanation``: ``raw_map`` (h, w) at the layer's resolution, the top
+    predictions, the explained target, etc.; ``heatmap_at`` gives ``Explanation.heatmap`` at any size.
     ``steps`` holds the intermediates of the same computation for the teaching view (see ``keep_tiles``).
     """
 
-    heatmap: np.ndarray
     raw_map: np.ndarray
     strength: float
     predictions: tuple[Prediction, ...]
@@ -55,6 +59,11 @@ class Result:
     input_size: tuple[int, int]
     steps: CamSteps | None = None
 
+    def heatmap_at(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The heatmap (float32 in [0, 1]) at the height and width of ``shape``; at the image's full size it
+        equals ``gradcam_core.Explanation.heatmap`` exactly (same function, same map)."""
+        return core.heatmap_from_map(self.raw_map, (shape[0], shape[1]))
+
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
 def load_model(name: str) -> LoadedModel:
@@ -62,19 +71,27 @@ def load_model(name: str) -> LoadedModel:
     return core.load_model(name)
 
 
-@st.cache_data(show_spinner="Reading the image…", max_entries=8)
+@st.cache_resource(show_spinner="Reading the image…", max_entries=8, ttl=3600)
 def decode_image(digest: str, _data: bytes) -> np.ndarray:
-    """The image file ``_data`` (identified by its SHA-256 ``digest``) as an upright uint8 RGB array."""
-    return np.asarray(core.load_image(_data))
+    """The image file ``_data`` (identified by its SHA-256 ``digest``) as an upright uint8 RGB array.
+
+    Shared by every session without copying, hence read-only.
+    """
+    return _read_only(np.asarray(core.load_image(_data)))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=64, ttl=3600)
 def display_image(digest: str, _data: bytes) -> np.ndarray:
     """The decoded image shrunk to at most ``DISPLAY_SIDE`` pixels on its long side, for the browser."""
-    return shrink(decode_image(digest, _data), DISPLAY_SIDE)
+    return _read_only(np.array(shrink(decode_image(digest, _data), DISPLAY_SIDE)))
 
 
-@st.cache_data(show_spinner="Explaining the image…", max_entries=16, ttl=3600)
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@st.cache_data(show_spinner="Explaining the image…", max_entries=128, ttl=3600)
 def explanation(
     digest: str, _data: bytes, model: str, layer: str | None, target: int | None, method: str
 ) -> Result:
@@ -83,7 +100,6 @@ def explanation(
     picture = Image.fromarray(decode_image(digest, _data))
     found = core.explain(picture, loaded, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True)
     return Result(
-        heatmap=found.heatmap,
         raw_map=found.raw_map,
         strength=found.strength,
         predictions=tuple(found.predictions),

@@ -23,22 +23,22 @@ def file_stem(name: str) -> str:
     return stem or "image"
 
 
-def overlay_png(image: np.ndarray, heatmap: np.ndarray, alpha: float, colormap: str) -> Callable[[], bytes]:
-    """The full-resolution overlay as PNG."""
-    return lambda: to_png_bytes(overlay(image, heatmap, alpha, colormap), compress_level=1)
+def overlay_png(image: np.ndarray, result: Result, alpha: float, colormap: str) -> Callable[[], bytes]:
+    """The full-resolution overlay of ``image`` as PNG."""
+    return lambda: to_png_bytes(overlay(image, result.heatmap_at(image.shape), alpha, colormap), compress_level=1)
 
 
-def heatmap_png(heatmap: np.ndarray, colormap: str) -> Callable[[], bytes]:
-    """The full-resolution coloured heatmap as PNG."""
-    return lambda: to_png_bytes(colorize(heatmap, colormap), compress_level=1)
+def heatmap_png(result: Result, shape: tuple[int, ...], colormap: str) -> Callable[[], bytes]:
+    """The coloured heatmap at the image's full resolution (``shape``) as PNG."""
+    return lambda: to_png_bytes(colorize(result.heatmap_at(shape), colormap), compress_level=1)
 
 
-def heatmap_npy(heatmap: np.ndarray) -> Callable[[], bytes]:
-    """The heatmap values (float32, [0, 1], image size) as a NumPy ``.npy`` file."""
+def heatmap_npy(result: Result, shape: tuple[int, ...]) -> Callable[[], bytes]:
+    """The heatmap values (float32, [0, 1], image size ``shape``) as a NumPy ``.npy`` file."""
 
     def build() -> bytes:
         buffer = io.BytesIO()
-        np.save(buffer, heatmap)
+        np.save(buffer, result.heatmap_at(shape), allow_pickle=False)
         return buffer.getvalue()
 
     return build

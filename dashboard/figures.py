@@ -8,10 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gradcam_core import Prediction
+from gradcam_core import Prediction, heatmap_from_map
 from gradcam_core.render import colorize
 
-from .pictures import jpeg_data_uri, shrink
+from .pictures import jpeg_data_uri
 
 HOVER_SIDE = 256
 """Longest side of the heatmap grid sent for hovering (keeps the page light for big images)."""
@@ -54,18 +54,22 @@ def image_figure(rgb: np.ndarray, size: tuple[int, int], height: int) -> go.Figu
     return _frame(go.Figure(trace), size, height)
 
 
-def heatmap_figure(heatmap: np.ndarray, colormap: str, height: int, label: str) -> go.Figure:
+def heatmap_figure(
+    raw_map: np.ndarray, size: tuple[int, int], colormap: str, height: int, label: str
+) -> go.Figure:
     """The heatmap as a hoverable grid (at most ``HOVER_SIDE`` cells long) with a colour bar.
 
     Args:
-        heatmap: (H, W) values in [0, 1] on the original image.
+        raw_map: (h, w) map at the layer's resolution; shown divided by its maximum and enlarged.
+        size: (width, height) of the original image; the axes are in its pixels.
         colormap: Colour map name (as used for the overlay).
         height: Figure height in pixels.
         label: What the values measure, for the hover text and the colour bar.
     """
-    full_height, width = heatmap.shape
-    grid = shrink(heatmap.astype(np.float32), HOVER_SIDE)
-    rows, cols = grid.shape
+    width, full_height = size
+    scale = min(1.0, HOVER_SIDE / max(width, full_height))
+    rows, cols = max(1, round(full_height * scale)), max(1, round(width * scale))
+    grid = heatmap_from_map(raw_map, (rows, cols))
     xs = (np.arange(cols) + 0.5) * width / cols
     ys = (np.arange(rows) + 0.5) * full_height / rows
     trace = go.Heatmap(

@@ -14,7 +14,6 @@ from gradcam_core.render import overlay
 
 from . import cache, figures
 from .cache import Result
-from .pictures import fit
 from .settings import Settings
 from .views import counter_evidence, plain
 
@@ -252,13 +251,13 @@ def upsampling(result: Result, settings: Settings, image: np.ndarray, full_size:
     with enlarged:
         st.markdown(f"**Enlarged** ({width} × {height})")
         st.plotly_chart(
-            figures.heatmap_figure(result.heatmap, settings.colormap, panel, "map"),
+            figures.heatmap_figure(result.raw_map, full_size, settings.colormap, panel, "map"),
             config={"displayModeBar": False},
             key="enlarged",
         )
     with combined:
         st.markdown(f"**Overlay** at {settings.alpha:.0%}")
-        blended = overlay(image, fit(result.heatmap, image.shape), settings.alpha, settings.colormap)
+        blended = overlay(image, result.heatmap_at(image.shape), settings.alpha, settings.colormap)
         st.plotly_chart(
             figures.image_figure(blended, full_size, panel), config={"displayModeBar": False}, key="teaching-overlay"
         )

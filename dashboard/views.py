@@ -12,7 +12,6 @@ from gradcam_core.render import overlay
 
 from . import downloads, figures
 from .cache import Result
-from .pictures import fit
 from .settings import Settings
 
 COLOUR_WORDS: dict[str, tuple[str, str]] = {
@@ -78,7 +77,7 @@ def summary(result: Result, model_title: str, settings: Settings) -> None:
 def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settings: Settings) -> None:
     """Original | heatmap | overlay, same height, zoomable; ``image`` is the browser-sized copy."""
     height = figures.panel_height(full_size)
-    heat = fit(result.heatmap, image.shape)
+    heat = result.heatmap_at(image.shape)
     blended = overlay(image, heat, settings.alpha, settings.colormap)
     strong, weak = COLOUR_WORDS.get(settings.colormap, ("Bright", "dark"))
     verb = "lowered" if counter_evidence(settings) else "increased"
@@ -93,7 +92,7 @@ def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settin
     with heatmap:
         st.markdown(f"**{method} heatmap**")
         st.plotly_chart(
-            figures.heatmap_figure(result.heatmap, settings.colormap, height, "evidence"),
+            figures.heatmap_figure(result.raw_map, full_size, settings.colormap, height, "evidence"),
             config=figures.plot_config(),
             key="heatmap",
         )
@@ -128,11 +127,11 @@ def download_buttons(
     stem = downloads.file_stem(settings.image.name)
     size = (image.shape[1], image.shape[0])
     files = [
-        ("Overlay PNG", downloads.overlay_png(image, result.heatmap, settings.alpha, settings.colormap),
+        ("Overlay PNG", downloads.overlay_png(image, result, settings.alpha, settings.colormap),
          f"{stem}-overlay.png", "image/png", ":material/image:", "The overlay at full resolution."),
-        ("Heatmap PNG", downloads.heatmap_png(result.heatmap, settings.colormap),
+        ("Heatmap PNG", downloads.heatmap_png(result, image.shape, settings.colormap),
          f"{stem}-heatmap.png", "image/png", ":material/gradient:", "The coloured heatmap at full resolution."),
-        ("Values .npy", downloads.heatmap_npy(result.heatmap),
+        ("Values .npy", downloads.heatmap_npy(result, image.shape),
          f"{stem}-heatmap.npy", "application/octet-stream", ":material/data_array:",
          "The heatmap as numbers from 0 to 1, one per pixel (NumPy file), for analysis."),
         ("Report JSON", downloads.report(settings, result, size, model_title),

@@ -226,20 +226,22 @@ def test_unexpected_failure_is_generic(app: AppTest, monkeypatch, caplog) -> Non
 
 
 def test_heatmap_hover_grid_is_downsampled() -> None:
-    figure = figures.heatmap_figure(np.random.rand(1200, 2000).astype(np.float32), "jet", 300, "evidence")
+    raw_map = np.random.rand(7, 11).astype(np.float32)
+    figure = figures.heatmap_figure(raw_map, (2000, 1200), "jet", 300, "evidence")
     z = np.asarray(figure.data[0].z)
-    assert max(z.shape) <= figures.HOVER_SIDE
+    assert max(z.shape) == figures.HOVER_SIDE and z.min() >= 0 and z.max() <= 1
     assert figure.data[0].x[-1] < 2000 and figure.data[0].y[-1] < 1200
 
 
 def test_downloads() -> None:
-    heatmap = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
-    image = np.zeros((3, 4, 3), np.uint8)
-    assert np.array_equal(np.load(io.BytesIO(downloads.heatmap_npy(heatmap)())), heatmap)
-    assert downloads.overlay_png(image, heatmap, 0.5, "jet")().startswith(b"\x89PNG")
-    assert downloads.heatmap_png(heatmap, "jet")().startswith(b"\x89PNG")
+    raw_map = np.linspace(0, 2, 6, dtype=np.float32).reshape(2, 3)
+    image = np.zeros((30, 40, 3), np.uint8)
     top = gradcam_core.Prediction(281, "tabby", 0.5)
-    result = Result(heatmap, heatmap, 1.0, (top,), top, 3.0, "m", "layer4", "gradcam", (224, 224))
+    result = Result(raw_map, 2.0, (top,), top, 3.0, "m", "layer4", "gradcam", (224, 224))
+    values = np.load(io.BytesIO(downloads.heatmap_npy(result, image.shape)()))
+    assert np.array_equal(values, gradcam_core.heatmap_from_map(raw_map, (30, 40)))
+    assert downloads.overlay_png(image, result, 0.5, "jet")().startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(downloads.heatmap_png(result, image.shape, "jet")())).size == (40, 30)
     settings = Settings(ImageInput.from_bytes("My scan.png", b"x"), "m", "layer4", None, "gradcam", 0.5, "jet")
     report = json.loads(downloads.report(settings, result, (4, 3), "Model"))
     assert report["explanation"]["target"]["label"] == "tabby"
@@ -279,7 +281,10 @@ def test_teaching_tab_reads_the_cached_result_of_the_main_view(app: AppTest) -> 
     result = cache.explain(settings)
     steps = result.steps
     assert np.array_equal(np.maximum(steps.weighted_sum, 0), result.raw_map)
-    assert np.array_equal(gradcam_core.heatmap_from_map(steps.cam, result.heatmap.shape), result.heatmap)
+    shape = (300, 451)
+    assert np.array_equal(gradcam_core.heatmap_from_map(steps.cam, shape), result.heatmap_at(shape))
+    full = gradcam_core.explain(ROOT / "assets" / "chelsea.png", gradcam_core.load_model())
+    assert np.array_equal(result.heatmap_at(shape), full.heatmap)  # the downloads equal the engine's heatmap
     assert steps.score == result.score and steps.activations.dtype == np.float32
     assert steps.activations.nbytes + steps.weights.nbytes <= 2 * 2**20
 
