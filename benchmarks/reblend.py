@@ -5,9 +5,10 @@ gradient + noise, uploaded as a JPEG) with its heatmap already cached, it times 
 display-only rerun with the dashboard's own functions, in the order ``dashboard/app.py`` runs them:
 
 * reading the upload and hashing it (``ImageInput.from_bytes``),
-* the four ``st.cache_data`` hits (``st.cache_data`` unpickles a copy of the value on every hit),
-* ``views.panels``' arithmetic: ``pictures.fit`` of the full-size heatmap to the browser-sized copy and
-  ``render.overlay`` on that copy,
+* the cache hits (``st.cache_data`` unpickles a copy of the small explanation on every hit; the decoded
+  image and its browser copy are shared read-only through ``st.cache_resource``),
+* ``views.panels``' arithmetic: the heatmap made at the browser copy's size from the layer-resolution map,
+  and ``render.overlay`` on that copy,
 * the three Plotly panels (``figures.image_figure`` x2 with their JPEG data URIs, ``figures.heatmap_figure``)
   and their serialisation the way ``st.plotly_chart`` does it,
 
@@ -112,7 +113,6 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
 
     import gradcam_core as core
     from dashboard import cache, downloads, figures
-    from dashboard.pictures import fit
     from dashboard.settings import ImageInput, Settings
     from gradcam_core.render import overlay, to_png_bytes
 
@@ -146,9 +146,9 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
         return found
 
     def fit_heatmap(i: int) -> object:
-        return fit(result.heatmap, display.shape)
+        return result.heatmap_at(display.shape)
 
-    heat = fit(result.heatmap, display.shape)
+    heat = result.heatmap_at(display.shape)
 
     def blend_display(i: int) -> object:
         s = settings(i)
@@ -156,21 +156,21 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
 
     def panels_arithmetic(i: int) -> object:  # exactly the two array lines of views.panels
         s = settings(i)
-        return overlay(display, fit(result.heatmap, display.shape), s.alpha, s.colormap)
+        return overlay(display, result.heatmap_at(display.shape), s.alpha, s.colormap)
 
     def build_figures(i: int) -> list:
         s = settings(i)
         blended = overlay(display, heat, s.alpha, s.colormap)
         return [
             figures.image_figure(display, full_size, height),
-            figures.heatmap_figure(result.heatmap, s.colormap, height, "evidence"),
+            figures.heatmap_figure(result.raw_map, full_size, s.colormap, height, "evidence"),
             figures.image_figure(blended, full_size, height),
         ]
 
     built = build_figures(0)
 
     def heatmap_figure_only(i: int) -> object:
-        return figures.heatmap_figure(result.heatmap, colormaps[i % len(colormaps)], height, "evidence")
+        return figures.heatmap_figure(result.raw_map, full_size, colormaps[i % len(colormaps)], height, "evidence")
 
     def serialise(i: int) -> int:  # what st.plotly_chart does with each figure
         size = 0
@@ -186,7 +186,7 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
 
     def full_overlay(i: int) -> object:
         s = settings(i)
-        return overlay(full, result.heatmap, s.alpha, s.colormap)
+        return overlay(full, result.heatmap_at(full.shape), s.alpha, s.colormap)
 
     full_blend = full_overlay(0)
 
@@ -195,21 +195,21 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
 
     def overlay_download(i: int) -> object:
         s = settings(i)
-        return downloads.overlay_png(full, result.heatmap, s.alpha, s.colormap)()
+        return downloads.overlay_png(full, result, s.alpha, s.colormap)()
 
     def heatmap_download(i: int) -> object:
-        return downloads.heatmap_png(result.heatmap, colormaps[i % len(colormaps)])()
+        return downloads.heatmap_png(result, full.shape, colormaps[i % len(colormaps)])()
 
     rerun = "every rerun"
     click = "download click only (lazy)"
     rows = [
         ("read the upload + SHA-256 (`ImageInput.from_bytes`)", rerun, _times_ms(read_upload, runs)),
-        ("4 `st.cache_data` hits (unpickle: explanation x2, image, display copy)", rerun, _times_ms(cache_hits, runs)),
-        ("`fit` 12 MP heatmap -> display size (views.panels)", rerun, _times_ms(fit_heatmap, runs)),
+        ("cache hits (explanation x2 unpickled; image and display copy shared)", rerun, _times_ms(cache_hits, runs)),
+        ("heatmap at display size from the layer map (views.panels)", rerun, _times_ms(fit_heatmap, runs)),
         ("`overlay(...)` on the display copy (views.panels)", rerun, _times_ms(blend_display, runs)),
-        ("**views.panels arithmetic: fit + overlay**", rerun, _times_ms(panels_arithmetic, runs)),
+        ("**views.panels arithmetic: heatmap + overlay**", rerun, _times_ms(panels_arithmetic, runs)),
         ("3 Plotly panels built (2 JPEG data URIs + heatmap grid)", rerun, _times_ms(build_figures, runs)),
-        ("  of which `heatmap_figure` (shrinks the 12 MP heatmap)", rerun, _times_ms(heatmap_figure_only, runs)),
+        ("  of which `heatmap_figure` (hover grid from the layer map)", rerun, _times_ms(heatmap_figure_only, runs)),
         ("3 panels validated + `plotly.io.to_json` (as st.plotly_chart)", rerun, _times_ms(serialise, runs)),
         ("report JSON (the only eager download)", rerun, _times_ms(report, runs)),
         ("`render.overlay` at full resolution (4000 x 3000)", click, _times_ms(full_overlay, runs)),
@@ -220,8 +220,7 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
     facts = {
         "upload_bytes": len(data),
         "display_shape": display.shape,
-        "heatmap_dtype": str(result.heatmap.dtype),
-        "heatmap_mb": result.heatmap.nbytes / 2**20,
+        "raw_map_shape": result.raw_map.shape,
         "first_explain_s": first_explain,
         "top1": result.predictions[0].label,
         "spec_bytes": spec_bytes,
@@ -419,8 +418,8 @@ def table(rows: list[tuple[str, str, list[float]]], apptest: dict[str, object], 
         "",
         f"Synthetic photo {WIDTH} x {HEIGHT} RGB (seeded gradient + noise), uploaded as a "
         f"{facts['upload_bytes'] / 2**20:.1f} MB JPEG; browser copy {facts['display_shape'][1]} x "
-        f"{facts['display_shape'][0]}; cached heatmap {facts['heatmap_dtype']} at full size "
-        f"({facts['heatmap_mb']:.0f} MB). {RUNS} timed runs per step after warm-up, alpha and colour map "
+        f"{facts['display_shape'][0]}; cached layer map {facts['raw_map_shape'][0]} x "
+        f"{facts['raw_map_shape'][1]} (heatmaps are made at the size needed). {RUNS} timed runs per step after warm-up, alpha and colour map "
         f"changing every run. Machine: {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}, 2 cores.",
         "",
@@ -429,7 +428,7 @@ def table(rows: list[tuple[str, str, list[float]]], apptest: dict[str, object], 
     ]
     for step, when, times in rows:
         lines.append(f"| {step} | {when} | {statistics.median(times):.1f} | {_p95(times):.1f} |")
-    # Disjoint steps of one rerun: upload, cache hits, fit, figures (they include the overlay),
+    # Disjoint steps of one rerun: upload, cache hits, heatmap, figures (they include the overlay),
     # serialisation, report; the panels, overlay and heatmap_figure rows are parts of these.
     counted = {0, 1, 2, 5, 7, 8}
     total = sum(statistics.median(times) for n, (_, _, times) in enumerate(rows) if n in counted)
