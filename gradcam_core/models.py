@@ -137,7 +137,9 @@ def _registry() -> dict[str, ModelSpec]:
         ModelSpec(
             DEFAULT_MODEL,
             "EfficientNet-Lite0 (built-in)",
-            "_head_act",
+            # The head's BatchNorm output, just before the last ReLU6: in benchmarks/localisation.py it puts
+            # 74% of the map on the explained object against 62% after the ReLU6 (same 91%/90% pointing).
+            "_bn1",
             build_efficientnet_lite0,
             lite0_weights_path,
             lambda: Preprocessing(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),

@@ -87,7 +87,7 @@ def test_summary_fields(batch: Run, model: LoadedModel) -> None:
     summary = _summary(batch.dir)
     assert {k: summary[k] for k in ("model", "layer", "method", "colormap", "alpha")} == {
         "model": "efficientnet_lite0",
-        "layer": "_head_act",
+        "layer": "_bn1",
         "method": "gradcam",
         "colormap": "jet",
         "alpha": 0.5,
@@ -242,7 +242,7 @@ def test_list_layers(model: LoadedModel, capsys: pytest.CaptureFixture[str]) -> 
         assert info.describe() in out
     marked = [line for line in out.splitlines() if line.startswith("*")]
     assert len(marked) == 1
-    assert "_head_act" in marked[0] and "default" in marked[0]
+    assert "_bn1" in marked[0] and "default" in marked[0]
 
 
 def test_list_layers_of_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:

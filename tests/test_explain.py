@@ -25,8 +25,9 @@ def test_cat_photo_is_a_cat_with_a_registered_heatmap(cat_result) -> None:
     assert len(cat_result.predictions) == 5
     assert cat_result.heatmap.shape == (300, 451) == (cat_result.image.height, cat_result.image.width)
     assert cat_result.heatmap.dtype == np.float32
-    assert cat_result.heatmap.min() >= 0.0 and cat_result.heatmap.max() == pytest.approx(1.0, abs=2e-3)
-    assert cat_result.layer == "_head_act" and cat_result.method == "gradcam"
+    assert cat_result.heatmap.min() >= 0.0 and 0.95 < cat_result.heatmap.max() <= 1.0  # bilinear between cells
+    assert heatmap_from_map(cat_result.raw_map, cat_result.raw_map.shape).max() == 1.0
+    assert cat_result.layer == "_bn1" and cat_result.method == "gradcam"
     assert cat_result.input_size == (224, 352)  # whole image, aspect kept: nothing cropped away
     assert cat_result.strength == pytest.approx(float(cat_result.raw_map.max()))
 

@@ -24,10 +24,10 @@ def test_builtin_model_loads_offline(lite0) -> None:
     assert not lite0.model.training
     assert lite0.preprocessing.mean == (0.5, 0.5, 0.5) and lite0.preprocessing.std == (0.5, 0.5, 0.5)
     names = [layer.name for layer in lite0.layers]
-    assert lite0.default_layer == "_head_act" and lite0.default_layer in names
-    head = next(layer for layer in lite0.layers if layer.name == "_head_act")
+    assert lite0.default_layer == "_bn1" and lite0.default_layer in names
+    head = next(layer for layer in lite0.layers if layer.name == "_bn1")
     assert head.shape == (1280, 7, 7)
-    assert names.index("_blocks.0") < names.index("_blocks.15") < names.index("_head_act")
+    assert names.index("_blocks.0") < names.index("_blocks.15") < names.index("_bn1") < names.index("_head_act")
 
 
 def test_candidate_layers_exclude_shared_and_identity_modules(lite0) -> None:
