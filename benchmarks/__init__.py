@@ -1,19 +1,16 @@
 """Benchmarks: run all with ``python -m benchmarks`` (``make bench``), or one with ``python -m benchmarks.NAME``.
 
-Each module has a ``main() -> str`` that prints and returns a markdown report and writes it to
-``benchmarks/results/NAME.md``. Numbers are ratios measured in one process, never timed assertions in tests.
+Each benchmark module has a ``main() -> str`` that prints and returns a markdown report and saves it as
+``benchmarks/results/NAME.md``. ``python -m benchmarks`` runs each in a fresh process, so that one benchmark's
+models, threads and peak memory never colour another's numbers. Timings are ratios measured in one process,
+never timed assertions in tests.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from .report import RESULTS, write_report
 
-RESULTS = Path(__file__).resolve().parent / "results"
+__all__ = ["NAMES", "RESULTS", "write_report"]
 
-
-def write_report(name: str, markdown: str) -> str:
-    """Save ``markdown`` as ``results/NAME.md``, print it and return it."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.md").write_text(markdown + "\n", encoding="utf-8")
-    print(markdown)
-    return markdown
+#: Every benchmark, in the order ``python -m benchmarks`` runs them.
+NAMES: tuple[str, ...] = ("speed", "memory", "localisation", "reblend", "load")

@@ -11,6 +11,7 @@ shared read-only through ``st.cache_resource`` (no copy per hit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,12 +94,20 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 @st.cache_data(show_spinner="Explaining the image…", max_entries=128, ttl=3600)
 def explanation(
-    digest: str, _data: bytes, model: str, layer: str | None, target: int | None, method: str
+    digest: str,
+    _data: bytes,
+    model: str,
+    layer: str | None,
+    target: int | None,
+    method: str,
+    _progress: Callable[[int, int], None] | None = None,
 ) -> Result:
     """Run the model once for this image content, model, layer, class and method (main and teaching views)."""
     loaded = load_model(model)
     picture = Image.fromarray(decode_image(digest, _data))
-    found = core.explain(picture, loaded, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True)
+    found = core.explain(
+        picture, loaded, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=_progress
+    )
     return Result(
         raw_map=found.raw_map,
         strength=found.strength,
@@ -138,8 +147,23 @@ def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]
 
 
 def explain(settings: Settings) -> Result:
-    """The explanation for the current settings (cached)."""
+    """The explanation for the current settings (cached); a progress bar while a slow method runs.
+
+    The bar is also how such a run is cancelled: when the user changes a setting, Streamlit stops this script
+    at its next page update, i.e. inside the progress callback, and the engine cleans up on the way out.
+    """
     image = settings.image
-    return explanation(
-        image.digest, image.data, settings.model, settings.layer, settings.target, settings.method
-    )
+    method = core.METHODS.get(settings.method)
+    if method is None or not method.forward_passes:
+        return explanation(image.digest, image.data, settings.model, settings.layer, settings.target, settings.method)
+    bar = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"{method.title}: testing the image with feature map {done} of {total}…")
+
+    try:
+        return explanation(
+            image.digest, image.data, settings.model, settings.layer, settings.target, settings.method, progress
+        )
+    finally:
+        bar.empty()

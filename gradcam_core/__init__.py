@@ -7,7 +7,11 @@ Quick start::
     picture = overlay(result.image, result.heatmap, alpha=0.5)
 """
 
+__version__ = "0.1.0"
+
 from .cam import CamTrace, compute_cam, trace_cam
+from .custom import custom_architectures, load_custom_model
+from .dicom import DicomImage, Window, is_dicom, read_dicom, render_frame
 from .errors import GradCamError, ImageError, LayerError, ModelError, ModelUnavailableError, TargetError
 from .explain import Explanation, explain, heatmap_from_map
 from .imaging import load_image
@@ -16,11 +20,42 @@ from .methods import METHODS, CamMethod
 from .models import DEFAULT_MODEL, MODELS, LoadedModel, ModelStatus, available_models, load_model
 from .preprocess import Preprocessing, to_input
 from .render import COLORMAPS, colorize, overlay
+from .report import build_report, weights_sha256
 from .targets import Prediction, resolve_class, top_predictions
 from . import teaching
 from .teaching import CamSteps, cam_steps
+from . import trust
+from .trust import (
+    FaithfulnessCurves,
+    RandomizedModel,
+    RegionCheck,
+    SanityCheck,
+    TrustCheckError,
+    deletion_insertion,
+    randomized_copy,
+    region_check,
+    sanity_check,
+)
 
 __all__ = [
+    "FaithfulnessCurves",
+    "RandomizedModel",
+    "RegionCheck",
+    "SanityCheck",
+    "TrustCheckError",
+    "deletion_insertion",
+    "randomized_copy",
+    "region_check",
+    "sanity_check",
+    "trust",
+    "DicomImage",
+    "Window",
+    "__version__",
+    "build_report",
+    "is_dicom",
+    "read_dicom",
+    "render_frame",
+    "weights_sha256",
     "COLORMAPS",
     "DEFAULT_MODEL",
     "METHODS",
@@ -45,8 +80,10 @@ __all__ = [
     "candidate_layers",
     "colorize",
     "compute_cam",
+    "custom_architectures",
     "explain",
     "heatmap_from_map",
+    "load_custom_model",
     "load_image",
     "load_model",
     "overlay",

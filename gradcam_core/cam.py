@@ -17,7 +17,7 @@ How it stays fast and free of side effects:
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,12 +25,14 @@ from torch import Tensor, nn
 
 from .errors import LayerError, TargetError
 from .layers import resolve_layer
-from .methods import get_method
+from .methods import CamInputs, get_method
 from .modes import eval_mode
 
 __all__ = ["CamTrace", "compute_cam", "trace_cam"]
 
 Targets = int | Sequence[int] | Tensor | None
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` while a method runs many forward passes (Score-CAM)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ def compute_cam(
     layer: str | nn.Module,
     targets: Targets = None,
     method: str = "gradcam",
+    *,
+    progress: Progress | None = None,
+    batch_size: int = 32,
 ) -> Tensor:
     """Raw class activation maps at the layer's resolution (after ReLU, before upsampling/normalisation).
 
@@ -77,6 +82,9 @@ def compute_cam(
         layer: Target layer, as a dotted module name or the module itself.
         targets: One class index per image (an int applies to all); ``None`` explains the top-1 class.
         method: A name from :data:`gradcam_core.methods.METHODS`.
+        progress: Called as ``progress(done, total)`` by methods that run many forward passes; an exception
+            it raises stops the computation cleanly (that is how a caller cancels).
+        batch_size: Masked inputs per forward pass for such methods.
 
     Returns:
         ``(N, h, w)`` float tensor, detached.
@@ -85,7 +93,7 @@ def compute_cam(
         LayerError: the layer is unknown, unused, called more than once or not a 4-D feature map.
         TargetError: a class index is out of range or the number of targets does not match the batch.
     """
-    return trace_cam(model, inputs, layer, targets, method).cam
+    return trace_cam(model, inputs, layer, targets, method, progress=progress, batch_size=batch_size).cam
 
 
 def trace_cam(
@@ -94,6 +102,9 @@ def trace_cam(
     layer: str | nn.Module,
     targets: Targets = None,
     method: str = "gradcam",
+    *,
+    progress: Progress | None = None,
+    batch_size: int = 32,
 ) -> CamTrace:
     """Like :func:`compute_cam` but returns every intermediate (see :class:`CamTrace`)."""
     cam_method = get_method(method)
@@ -113,10 +124,14 @@ def trace_cam(
             capture.remove()
         activations = capture.activation(scores)
         (gradients,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
-    if gradients is None:
-        raise LayerError(f"The class score does not depend on layer {layer_name!r}; pick an earlier layer.")
-    activations = activations.detach()
-    weights = cam_method.weights(activations, gradients)
+        if gradients is None:
+            raise LayerError(f"The class score does not depend on layer {layer_name!r}; pick an earlier layer.")
+        activations = activations.detach()
+
+        def masked_scores(maps: Tensor) -> Tensor:
+            return _masked_scores(model, inputs, target_idx, maps, batch_size, progress)
+
+        weights = cam_method.weights(CamInputs(activations, gradients, masked_scores))
     weighted_sum = (weights * activations).sum(dim=1)
     return CamTrace(
         logits=logits.detach(),
@@ -129,6 +144,36 @@ def trace_cam(
         cam=torch.relu(weighted_sum),
         method=cam_method.name,
     )
+
+
+def _masked_scores(
+    model: nn.Module, inputs: Tensor, targets: Tensor, maps: Tensor, batch_size: int, progress: Progress | None
+) -> Tensor:
+    """Target-class softmax probabilities of ``inputs[n] * mask`` for every map of every image (Score-CAM).
+
+    Each map is upsampled bilinearly to the input size and min-max scaled to [0, 1]. A constant map has no
+    region to show and scores 0 without a forward pass, as in the Score-CAM authors' code. Masks are made
+    batch by batch, so memory stays at ``batch_size`` inputs.
+    """
+    batch, count = maps.shape[:2]
+    size = inputs.shape[2:]
+    scores = torch.zeros(batch, count, dtype=inputs.dtype)
+    flat = maps.flatten(2)
+    informative = [torch.nonzero(flat[n].amax(1) > flat[n].amin(1)).flatten() for n in range(batch)]
+    total, done = sum(len(channels) for channels in informative), 0
+    with torch.no_grad():
+        for n, channels in enumerate(informative):
+            for start in range(0, len(channels), batch_size):
+                chunk = channels[start : start + batch_size]
+                masks = torch.nn.functional.interpolate(maps[n, chunk, None], size=size, mode="bilinear")
+                low = masks.amin(dim=(2, 3), keepdim=True)
+                span = (masks.amax(dim=(2, 3), keepdim=True) - low).clamp_min(torch.finfo(masks.dtype).tiny)
+                probabilities = model(inputs[n : n + 1] * ((masks - low) / span)).softmax(dim=1)
+                scores[n, chunk] = probabilities[:, targets[n]]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    return scores
 
 
 class _LayerCapture:

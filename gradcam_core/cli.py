@@ -3,6 +3,7 @@
 Usage::
 
     python -m gradcam_core IMAGE... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS]
+    python -m gradcam_core IMAGE... --out DIR --weights FILE --architecture NAME --labels FILE [--activation sigmoid]
     python -m gradcam_core --list-models
     python -m gradcam_core --list-layers MODEL
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .custom import load_custom_model
 from .errors import GradCamError, ImageError
 from .explain import Explanation, explain
 from .layers import resolve_layer
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one IMAGE (or --list-models / --list-layers MODEL)")
     if not listing and args.out is None:
         parser.error("the following arguments are required: --out")
+    _check_custom_flags(parser, args)
     try:
         if args.list_models:
             _list_models()
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_layers is not None:
             _list_layers(load_model(args.list_layers))
             return 0
-        loaded = load_model(args.model)
+        loaded = _load(args)
         layer = resolve_layer(loaded.model, args.layer or loaded.default_layer)[0]
         target = None if args.target is None else resolve_class(args.target, loaded.categories)
     except GradCamError as exc:
@@ -71,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to explain")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", help=f"registered model (default: {DEFAULT_MODEL})")
     parser.add_argument("--layer", metavar="DOTTED", help="target layer (default: the model's default layer)")
     parser.add_argument("--target", metavar="INDEX_OR_NAME", help="class to explain (default: the top-1 class)")
     parser.add_argument("--method", choices=list(METHODS), default="gradcam", help="CAM method (default: gradcam)")
@@ -80,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
         "--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP, help="heatmap colours (default: jet)"
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar even if stderr is no terminal")
+    custom = parser.add_argument_group("your own model (instead of --model)")
+    custom.add_argument("--weights", type=Path, metavar="FILE", help="state dict: .safetensors, or .pt/.pth")
+    custom.add_argument("--architecture", metavar="NAME", help="torchvision architecture, e.g. resnet18")
+    custom.add_argument("--labels", type=Path, metavar="FILE", help="class names: one per line, or JSON")
+    custom.add_argument(
+        "--activation", choices=["softmax", "sigmoid"], help="softmax (single-label, default) or sigmoid (multi-label)"
+    )
+    custom.add_argument("--input-size", type=int, metavar="N", help="shorter side of the input (default: 224)")
+    custom.add_argument("--mean", type=_floats, metavar="A,B,C", help="normalisation mean (default: ImageNet's)")
+    custom.add_argument("--std", type=_floats, metavar="A,B,C", help="normalisation std (default: ImageNet's)")
+    custom.add_argument("--grayscale", action="store_true", help="feed the model a grayscale image")
     listing = parser.add_mutually_exclusive_group()
     listing.add_argument("--list-models", action="store_true", help="list the registered models and exit")
     listing.add_argument("--list-layers", metavar="MODEL", help="list a model's candidate layers and exit")
@@ -95,6 +109,49 @@ def _alpha(text: str) -> float:
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
     return value
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """argparse type: one or three comma-separated numbers."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 1 or 3 comma-separated numbers") from None
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 1 or 3 comma-separated numbers")
+    return values
+
+
+_CUSTOM_OPTIONS = ("architecture", "labels", "activation", "input_size", "mean", "std", "grayscale")
+
+
+def _check_custom_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--weights needs --architecture and --labels, excludes --model, and the other custom flags need it."""
+    if args.weights is None:
+        given = [name for name in _CUSTOM_OPTIONS if getattr(args, name) not in (None, False)]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} is for your own model: give --weights too")
+        return
+    if args.model is not None:
+        parser.error("--model and --weights are mutually exclusive: give one model")
+    if args.list_models or args.list_layers is not None:
+        parser.error("--weights cannot be combined with --list-models / --list-layers")
+    if args.architecture is None or args.labels is None:
+        parser.error("--weights needs --architecture NAME and --labels FILE")
+
+
+def _load(args: argparse.Namespace) -> LoadedModel:
+    """The registered model named by --model, or your own model from --weights."""
+    if args.weights is None:
+        return load_model(args.model or DEFAULT_MODEL)
+    options = {name: getattr(args, name) for name in ("activation", "input_size", "mean", "std")}
+    return load_custom_model(
+        args.architecture,
+        args.weights,
+        args.labels,
+        grayscale=args.grayscale,
+        **{name: value for name, value in options.items() if value is not None},
+    )
 
 
 def _list_models() -> None:
@@ -140,6 +197,7 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
     progress.close()
     summary = {
         "model": loaded.name,
+        "activation": loaded.activation,
         "layer": layer,
         "method": args.method,
         "colormap": args.colormap,

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .cam import CamTrace, trace_cam
+from .cam import CamTrace, Progress, trace_cam
 from .imaging import load_image
 from .models import LoadedModel, load_model
 from .preprocess import to_input
-from .targets import Prediction, resolve_class, top_predictions
+from .targets import Prediction, probabilities, resolve_class, top_predictions
 
 __all__ = ["Explanation", "explain", "heatmap_from_map"]
 
@@ -30,7 +30,7 @@ class Explanation:
         heatmap: ``(H, W)`` float32 map in [0, 1] registered on ``image`` (raw map / its maximum, upsampled).
         raw_map: ``(h, w)`` float32 map at the layer's resolution, after ReLU, before normalisation.
         strength: Maximum of ``raw_map``: how strong the evidence is, in the layer's units.
-        predictions: Top-k classes with softmax probabilities.
+        predictions: Top-k classes with probabilities (softmax, or sigmoid for a multi-label model).
         target: The class explained.
         score: Its score before softmax (y^c).
         model: Registry name of the model.
@@ -63,6 +63,7 @@ def explain(
     *,
     top_k: int = 5,
     keep_trace: bool = False,
+    progress: Progress | None = None,
 ) -> Explanation:
     """Explain why ``model`` classifies ``image`` as ``target``.
 
@@ -74,6 +75,8 @@ def explain(
         method: CAM method name.
         top_k: Number of predictions to report.
         keep_trace: Also return every intermediate (activations, gradients, weights, pre-ReLU map).
+        progress: ``progress(done, total)`` for methods that run many forward passes (Score-CAM); an exception
+            raised by it cancels the explanation cleanly.
 
     Raises:
         GradCamError: (a subclass of) for a bad image, model, layer, class or method, with a one-sentence message.
@@ -83,12 +86,12 @@ def explain(
     inputs = to_input(picture, loaded.preprocessing)
     class_index = None if target is None else resolve_class(target, loaded.categories)
     layer_name = layer or loaded.default_layer
-    trace = trace_cam(loaded.model, inputs, layer_name, class_index, method)
+    trace = trace_cam(loaded.model, inputs, layer_name, class_index, method, progress=progress)
     raw_map = trace.cam[0].numpy().astype(np.float32)
     logits = trace.logits[0]
-    predictions = top_predictions(logits, loaded.categories, k=top_k)
+    predictions = top_predictions(logits, loaded.categories, k=top_k, activation=loaded.activation)
     target_index = int(trace.targets[0])
-    target_probability = float(logits.softmax(0)[target_index])
+    target_probability = float(probabilities(logits, loaded.activation)[target_index])
     return Explanation(
         image=picture,
         heatmap=heatmap_from_map(raw_map, (picture.height, picture.width)),

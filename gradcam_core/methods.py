@@ -1,8 +1,9 @@
-"""CAM methods: how activations A and gradients dA of the target layer become per-location weights.
+"""CAM methods: how the target layer's activations A (and gradients dA) become per-location weights.
 
-Every method here is a pure function ``(activations, gradients) -> weights`` whose result broadcasts against
-the activations ``(N, K, h, w)``; the map is then ``ReLU(sum_k weights_k * A^k)``. Adding a gradient-based
-method is adding one function and one registry entry.
+Every method is a function ``CamInputs -> weights`` whose result broadcasts against the activations
+``(N, K, h, w)``; the map is then ``ReLU(sum_k weights_k * A^k)``. Adding a method is adding one function and
+one registry entry. Gradient methods read ``inputs.gradients``; Score-CAM asks the model about masked copies
+of the input through ``inputs.masked_scores``; Eigen-CAM reads the activations only.
 """
 
 from __future__ import annotations
@@ -15,42 +16,62 @@ from torch import Tensor
 
 from .errors import GradCamError
 
-__all__ = ["CamMethod", "METHODS", "get_method"]
+__all__ = ["CamInputs", "CamMethod", "METHODS", "get_method"]
 
-WeightFn = Callable[[Tensor, Tensor], Tensor]
+
+@dataclass(frozen=True)
+class CamInputs:
+    """What a method may use to weight the channels.
+
+    Attributes:
+        activations: ``(N, K, h, w)`` the layer's output A.
+        gradients: ``(N, K, h, w)`` dy^c/dA of each image's target class score.
+        masked_scores: ``maps (N, M, h, w) -> (N, M)``: each image's target-class softmax probability when its
+            input is multiplied by each map, upsampled to the input size and min-max scaled to [0, 1]
+            (Score-CAM's masks); batched, reports progress.
+    """
+
+    activations: Tensor
+    gradients: Tensor
+    masked_scores: Callable[[Tensor], Tensor]
+
+
+WeightFn = Callable[[CamInputs], Tensor]
 
 
 @dataclass(frozen=True)
 class CamMethod:
-    """A gradient-based CAM method.
+    """A CAM method.
 
     Attributes:
         name: Registry key, e.g. ``"gradcam"``.
         title: Name shown to users.
         description: One sentence on what the map shows.
-        weights: ``(activations, gradients) -> weights`` broadcastable to ``(N, K, h, w)``.
+        weights: ``CamInputs -> weights`` broadcastable to ``(N, K, h, w)``.
+        forward_passes: Whether the method runs the model once per channel (slow: show progress).
     """
 
     name: str
     title: str
     description: str
     weights: WeightFn
+    forward_passes: bool = False
 
 
-def _gradcam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+def _gradcam_weights(inputs: CamInputs) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017, eq. 1): alpha_k = spatial mean of dy^c/dA^k."""
-    del activations
-    return gradients.mean(dim=(2, 3), keepdim=True)
+    return inputs.gradients.mean(dim=(2, 3), keepdim=True)
 
 
-def _counterfactual_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+def _counterfactual_weights(inputs: CamInputs) -> Tensor:
     """Counterfactual Grad-CAM (paper, sec. 3.3): the weights of the negated gradients."""
-    return -_gradcam_weights(activations, gradients)
+    return -_gradcam_weights(inputs)
 
 
-def _gradcam_pp_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+def _gradcam_pp_weights(inputs: CamInputs) -> Tensor:
     """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19): w_k = sum_ij a_ij ReLU(g_ij), with
     a_ij = g_ij^2 / (2 g_ij^2 + sum_ab A_ab g_ij^3), and a_ij = 0 where the gradient is 0."""
+    activations, gradients = inputs.activations, inputs.gradients
     squared = gradients.pow(2)
     denominator = 2 * squared + activations.sum(dim=(2, 3), keepdim=True) * squared * gradients
     safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
@@ -58,23 +79,42 @@ def _gradcam_pp_weights(activations: Tensor, gradients: Tensor) -> Tensor:
     return (alpha * torch.relu(gradients)).sum(dim=(2, 3), keepdim=True)
 
 
-def _xgradcam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+def _xgradcam_weights(inputs: CamInputs) -> Tensor:
     """XGrad-CAM (Fu et al. 2020, eq. 9): w_k = sum_ij (A_ij / sum_ab A_ab) g_ij (0 for an all-zero map)."""
+    activations, gradients = inputs.activations, inputs.gradients
     total = activations.sum(dim=(2, 3), keepdim=True)
     weighted = (activations * gradients).sum(dim=(2, 3), keepdim=True)
     return torch.where(total != 0, weighted / torch.where(total != 0, total, torch.ones_like(total)), 0.0)
 
 
-def _hirescam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+def _hirescam_weights(inputs: CamInputs) -> Tensor:
     """HiResCAM (Draelos & Carin 2020): the gradient itself, element-wise, instead of its spatial mean."""
-    del activations
-    return gradients
+    return inputs.gradients
 
 
-def _layercam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+def _layercam_weights(inputs: CamInputs) -> Tensor:
     """LayerCAM (Jiang et al. 2021, eq. 4): the positive part of the gradient, element-wise."""
-    del activations
-    return torch.relu(gradients)
+    return torch.relu(inputs.gradients)
+
+
+def _scorecam_weights(inputs: CamInputs) -> Tensor:
+    """Score-CAM (Wang et al. 2020, alg. 1): alpha_k = softmax score of the class for the input masked by the
+    upsampled, min-max scaled A^k. Gradient-free; one forward pass per channel (batched)."""
+    return inputs.masked_scores(inputs.activations)[:, :, None, None]
+
+
+def _eigencam_weights(inputs: CamInputs) -> Tensor:
+    """Eigen-CAM (Muhammad & Yeasin 2020): project A onto its first principal direction, i.e. weights = the
+    first right singular vector of A reshaped to (h*w, K); sign chosen so the map's sum is positive.
+    Class-agnostic: it shows the dominant features, whatever the class."""
+    activations = inputs.activations
+    batch, channels = activations.shape[:2]
+    flat = activations.reshape(batch, channels, -1).transpose(1, 2).double()  # (N, hw, K)
+    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
+    direction = vh[:, 0, :]  # (N, K)
+    sign = torch.sign((flat @ direction[:, :, None]).sum(dim=(1, 2)))
+    direction = direction * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
+    return direction.to(activations.dtype)[:, :, None, None]
 
 
 METHODS: dict[str, CamMethod] = {
@@ -115,6 +155,20 @@ METHODS: dict[str, CamMethod] = {
             "LayerCAM",
             "Positive gradients times activations at each location; sharper maps at earlier layers.",
             _layercam_weights,
+        ),
+        CamMethod(
+            "scorecam",
+            "Score-CAM",
+            "Weights each feature map by how much showing the model only that region raises the class "
+            "probability; no gradients, one model run per channel (slow).",
+            _scorecam_weights,
+            forward_passes=True,
+        ),
+        CamMethod(
+            "eigencam",
+            "Eigen-CAM",
+            "The dominant pattern of the layer's features (first principal component); the same for every class.",
+            _eigencam_weights,
         ),
     )
 }

@@ -43,6 +43,8 @@ class LoadedModel:
         default_layer: Dotted name of the layer explained by default.
         layers: Candidate target layers in forward order.
         weights_file: Where the weights came from.
+        activation: How logits become probabilities: ``"softmax"`` (single-label) or ``"sigmoid"`` (multi-label).
+        weights_sha256: SHA-256 of the weights file, when known (always for custom models).
     """
 
     name: str
@@ -53,6 +55,8 @@ class LoadedModel:
     default_layer: str
     layers: tuple[LayerInfo, ...] = field(repr=False)
     weights_file: Path | None = None
+    activation: str = "softmax"
+    weights_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,20 @@ class Preprocessing:
         keep_aspect: Keep the image's aspect ratio (True) or resize to ``size`` × ``size``.
         max_aspect: Largest aspect ratio kept.
         multiple: Input sides are rounded to a multiple of this.
+        grayscale: Convert the image to grayscale (luminance) first; with ``channels=3`` it is repeated 3 times.
+        channels: Input channels the model takes: 3, or 1 for a model whose first convolution is grayscale
+            (then ``mean`` and ``std`` hold one value each).
     """
 
     size: int = 224
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
     keep_aspect: bool = True
     max_aspect: float = 2.0
     multiple: int = 32
+    grayscale: bool = False
+    channels: int = 3
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:
         """``(height, width)`` of the model input for an image of the given size."""
@@ -52,8 +57,13 @@ class Preprocessing:
 
 
 def to_input(image: Image.Image, prep: Preprocessing) -> Tensor:
-    """Resize and normalise an RGB image into a ``(1, 3, h, w)`` float tensor."""
+    """Resize and normalise an RGB image into a ``(1, channels, h, w)`` float tensor (grayscale if asked)."""
     height, width = prep.input_size(*image.size)
+    if prep.grayscale or prep.channels == 1:
+        image = image.convert("L")
     resized = TF.resize(image, [height, width], interpolation=prep.interpolation, antialias=True)
-    tensor = TF.normalize(TF.to_tensor(resized), list(prep.mean), list(prep.std))
+    tensor = TF.to_tensor(resized)
+    if tensor.shape[0] != prep.channels:  # a grayscale image for a 3-channel model
+        tensor = tensor.expand(prep.channels, -1, -1)
+    tensor = TF.normalize(tensor, list(prep.mean), list(prep.std))
     return tensor.unsqueeze(0).to(torch.float32)

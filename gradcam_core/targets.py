@@ -11,7 +11,9 @@ from torch import Tensor
 
 from .errors import TargetError
 
-__all__ = ["Prediction", "resolve_class", "top_predictions"]
+__all__ = ["ACTIVATIONS", "Prediction", "probabilities", "resolve_class", "top_predictions"]
+
+ACTIVATIONS = ("softmax", "sigmoid")
 
 
 class Prediction(NamedTuple):
@@ -45,10 +47,22 @@ def resolve_class(target: int | str, categories: Sequence[str]) -> int:
     raise TargetError(f"No class is named {target!r}{hint}.")
 
 
-def top_predictions(logits: Tensor, categories: Sequence[str], k: int = 5) -> tuple[Prediction, ...]:
-    """The ``k`` most probable classes of one image's logits ``(C,)``, by softmax probability."""
-    probabilities = torch.softmax(logits.detach().float().flatten(), dim=0)
-    values, indices = probabilities.topk(min(k, probabilities.numel()))
+def probabilities(logits: Tensor, activation: str = "softmax") -> Tensor:
+    """Class probabilities of one image's logits ``(C,)``: softmax (single-label) or sigmoid (multi-label)."""
+    scores = logits.detach().float().flatten()
+    if activation == "sigmoid":
+        return torch.sigmoid(scores)
+    if activation == "softmax":
+        return torch.softmax(scores, dim=0)
+    raise ValueError(f"Unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
+
+
+def top_predictions(
+    logits: Tensor, categories: Sequence[str], k: int = 5, activation: str = "softmax"
+) -> tuple[Prediction, ...]:
+    """The ``k`` most probable classes of one image's logits ``(C,)``, by softmax or sigmoid probability."""
+    probs = probabilities(logits, activation)
+    values, indices = probs.topk(min(k, probs.numel()))
     return tuple(
         Prediction(int(i), categories[int(i)], float(p)) for p, i in zip(values.tolist(), indices.tolist())
     )

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,8 @@ def _screenshot(page, name: str) -> None:
 def test_first_load_shows_the_sample_explained(page) -> None:
     for title in ("Original", "Grad-CAM heatmap", "Overlay", "Top predictions"):
         assert page.get_by_text(title, exact=True).is_visible()
-    assert page.locator('[data-testid="stMain"] .js-plotly-plot').count() == 4
+    # Retried: while a rerun finishes, Streamlit keeps the previous run's (stale) elements for a moment.
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
     assert "cat" in _main_text(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     _screenshot(page, "dashboard.png")
@@ -163,7 +165,8 @@ def test_upload_is_explained(page, tmp_path) -> None:
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
     page.get_by_text("launch.png ·").wait_for()
     _settle(page)
-    assert page.locator('[data-testid="stMain"] .js-plotly-plot').count() == 4
+    # Retried: while a rerun finishes, Streamlit keeps the previous run's (stale) elements for a moment.
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     _screenshot(page, "upload.png")
 

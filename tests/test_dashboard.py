@@ -305,7 +305,7 @@ def test_teaching_compare_class_and_tiles(app: AppTest, model_calls) -> None:
     assert len(model_calls) == before
 
 
-@pytest.mark.parametrize("method", list(gradcam_core.METHODS))
+@pytest.mark.parametrize("method", [n for n, m in gradcam_core.METHODS.items() if not m.forward_passes])
 def test_teaching_tab_for_every_method(app: AppTest, method: str) -> None:
     app.selectbox(key="method").set_value(method).run()
     _open_teaching(app)
@@ -324,3 +324,11 @@ def test_teaching_tab_for_an_early_layer(app: AppTest) -> None:
     app.run()
     _assert_healthy(app)
     assert len(app.get("plotly_chart")) == 4
+
+
+def test_slow_method_shows_progress_and_then_its_map(app: AppTest, model_calls) -> None:
+    app.selectbox(key=f"layer-{gradcam_core.DEFAULT_MODEL}").set_value("_blocks.0").run()
+    app.selectbox(key="method").set_value("scorecam").run()
+    _assert_healthy(app)
+    assert "Score-CAM heatmap" in {m.value.strip("*") for m in app.markdown}
+    assert model_calls[-1][1]["method"] == "scorecam" and callable(model_calls[-1][1]["progress"])

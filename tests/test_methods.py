@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -70,7 +72,61 @@ def test_weighting_agrees_with_pytorch_grad_cam(method: str, peer: str) -> None:
 def test_every_method_runs_on_a_real_model(lite0, assets) -> None:
     from gradcam_core import explain
 
-    for name in METHODS:
+    for name in (name for name, method in METHODS.items() if not method.forward_passes):
         result = explain(assets / "coffee.png", model=lite0, method=name, target="espresso")
         assert result.method == name and result.heatmap.shape == (400, 600)
         assert np.isfinite(result.heatmap).all()
+
+
+def _softmax_probability(logits: list[float], index: int) -> float:
+    exps = [math.exp(v) for v in logits]
+    return exps[index] / sum(exps)
+
+
+def test_scorecam_by_hand() -> None:
+    # Masks = min-max scaled A0, A1: M0 = [[0, 1/3], [2/3, 1]], M1 = [[1, 2/3], [1/3, 0]]. The masked inputs'
+    # channel means are (A0.M0, A1.M0) = (5/3, 5/6) and (A0.M1, A1.M1) = (5/6, 5/3); with W the logits are
+    # (5/6, 15/4) and (-5/6, 5/2); alpha_k = softmax probability of class 1.
+    model, x = gap_linear_model([[1.0, -1.0], [2.0, 0.5]]), feature_input(A0, A1)
+    s0 = _softmax_probability([5 / 6, 15 / 4], 1)
+    s1 = _softmax_probability([-5 / 6, 5 / 2], 1)
+    expected = torch.relu(s0 * torch.tensor(A0) + s1 * torch.tensor(A1))
+    trace = trace_cam(model, x, "layer", targets=1, method="scorecam")
+    torch.testing.assert_close(trace.weights.flatten(), torch.tensor([s0, s1]))
+    torch.testing.assert_close(trace.cam[0], expected)
+
+
+def test_scorecam_skips_constant_maps_and_reports_progress() -> None:
+    model, x = gap_linear_model([[1.0, -1.0], [2.0, 0.5]]), feature_input(A0, [[2.0, 2.0], [2.0, 2.0]])
+    seen: list[tuple[int, int]] = []
+    trace = trace_cam(model, x, "layer", targets=1, method="scorecam", progress=lambda d, t: seen.append((d, t)))
+    assert trace.weights.flatten()[1] == 0.0  # the constant channel shows nothing: weight 0, no forward pass
+    assert seen == [(1, 1)]
+
+
+def test_scorecam_can_be_cancelled_from_its_progress_callback() -> None:
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+    def cancel(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compute_cam(model, torch.randn(1, 3, 64, 64), "layer4", 3, method="scorecam", progress=cancel, batch_size=8)
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_eigencam_by_hand() -> None:
+    # (hw, K) = [[1,4],[2,3],[3,2],[4,1]]: M^T M = [[30,20],[20,30]], first direction (1,1)/sqrt 2,
+    # so the map is (A0 + A1)/sqrt 2 = 5/sqrt 2 everywhere, whatever the class.
+    for target in (0, 1):
+        cam = compute_cam(gap_linear_model([[1.0, -1.0], [2.0, 0.5]]), feature_input(A0, A1), "layer", target,
+                          method="eigencam")
+        torch.testing.assert_close(cam[0], torch.full((2, 2), 5 / math.sqrt(2)))
+
+
+def test_slow_methods_on_the_real_model_at_a_small_layer(lite0, assets) -> None:
+    from gradcam_core import explain
+
+    for name in ("scorecam", "eigencam"):
+        result = explain(assets / "coffee.png", model=lite0, layer="_blocks.0", method=name, target="espresso")
+        assert result.heatmap.shape == (400, 600) and result.strength > 0

@@ -27,7 +27,10 @@ def cat(assets):
     return load_image(assets / "chelsea.png")
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+FAST_METHODS = [name for name, method in METHODS.items() if not method.forward_passes]  # Score-CAM: test_methods
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
 @pytest.mark.parametrize("target", [None, "plastic bag"])
 def test_steps_are_the_main_computation(lite0, cat, method: str, target: str | None) -> None:
     result = explain(cat, lite0, target=target, method=method, keep_trace=True)
