@@ -209,7 +209,7 @@ def test_bad_setting_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
         [str(CHELSEA), "--out", "o", "--alpha", "1.5"],
         [str(CHELSEA), "--out", "o", "--alpha", "nan"],
         [str(CHELSEA), "--out", "o", "--colormap", "rainbow"],
-        [str(CHELSEA), "--out", "o", "--method", "scorecam"],
+        [str(CHELSEA), "--out", "o", "--method", "nosuchcam"],
     ],
     ids=["no-out", "no-image", "alpha-high", "alpha-nan", "colormap", "method"],
 )
