@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError
-from .imaging import DEFAULT_MAX_BYTES, MAX_PIXELS
+from .imaging import DEFAULT_MAX_BYTES, MAX_PIXELS, _format_bytes, _format_megapixels
 
 __all__ = ["DicomImage", "Window", "is_dicom", "read_dicom", "render_frame"]
 
@@ -539,16 +539,3 @@ def _unsupported_colour(photometric: str) -> str:
     if photometric in _PHOTOMETRICS:
         return f"The DICOM file uses the {photometric} colour space, which is not supported here."
     return "The DICOM file uses an unknown colour space."
-
-
-def _format_megapixels(pixels: int) -> str:
-    value = pixels / 1_000_000
-    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
-
-
-def _format_bytes(size: int) -> str:
-    if size >= 2**20:
-        return f"{size / 2**20:.0f} MB"
-    if size >= 2**10:
-        return f"{size / 2**10:.0f} KB"
-    return f"{size} bytes"
