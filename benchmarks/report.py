@@ -52,7 +52,7 @@ def environment(load_at_start: tuple[float, float, float] | None = None) -> str:
         f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}. Load average (1, 5, 15 min): "
         f"{start}{_format_load(load_average())} at the end; a load above the CPU count means other processes "
-        "competed for the CPUs, which inflates absolute times more than ratios."
+        "competed for the CPUs, which makes timings unreliable, ratios included (torch's threads stall)."
     )
 
 

@@ -1,6 +1,6 @@
 """Time of one Grad-CAM against a plain no-grad forward of the same model, and against torchcam and pytorch-grad-cam.
 
-Run with ``python -m benchmarks.speed`` (about three minutes). Batch of one 224 x 224 image (``chelsea.png``,
+Run with ``python -m benchmarks.speed`` (two and a half minutes). Batch of one 224 x 224 image (``chelsea.png``,
 squashed to a square) on the CPU with 2 threads, for ResNet-50 (``layer4``) and EfficientNet-B0 (``features``)
 with random weights (no pretrained torchvision weights on this machine; timing does not depend on the weights)
 and the built-in EfficientNet-Lite0 with its ImageNet weights (``_head_act``).
@@ -54,7 +54,7 @@ IMAGE = ROOT / "assets" / "chelsea.png"
 WARMUP_ROUNDS = 5
 MIN_ROUNDS = 15
 MAX_ROUNDS = 400
-BUDGET_S = 45.0  # timed rounds per model; three models keep the whole run near three minutes
+BUDGET_S = 45.0  # seconds of timed rounds per model: the whole run takes about two and a half minutes
 BOOTSTRAP = 2000
 SEED = 0
 
