@@ -4,7 +4,7 @@ Run with ``python -m benchmarks.faithfulness``. Three parts, all at the default 
 top-1 class:
 
 * **Cost** on ``chelsea.png``: one ``explain`` (Grad-CAM) against ``deletion_insertion`` (20 steps, one random
-  order: 78 images scored in batches of 32), ``sanity_check`` building its randomised copy and with the copy
+  order: 78 images scored in batches of 4), ``sanity_check`` building its randomised copy and with the copy
   cached (``randomized=``), and ``region_check``. Contenders interleaved in one process, median of the rounds.
 * **Faithfulness** of every method in ``METHODS`` on the five images of ``assets/``: mean deletion AUC (lower
   is better) and insertion AUC (higher is better) over the images, with the chance level: the same curves for
@@ -14,7 +14,7 @@ top-1 class:
   and the target layer (``_fc``, ``_bn1``), and how many images get flagged (similarity above 0.5). Score-CAM
   is left out of this part: its map costs one forward pass per channel (1280 at ``_bn1``), twice per image.
 
-Progress goes to stderr; the whole run takes about 10 minutes on an idle 2-core CPU, most of it Score-CAM.
+Progress goes to stderr; the whole run takes about 7 minutes on an idle 2-core CPU, most of it Score-CAM.
 """
 
 from __future__ import annotations

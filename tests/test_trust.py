@@ -159,6 +159,8 @@ def test_deletion_insertion_uses_the_models_activation(region_model, checkerboar
 def test_deletion_insertion_random_order_is_seeded(region_model, checkerboard) -> None:
     heat = np.random.default_rng(5).random((SIZE, SIZE))
     runs = [deletion_insertion(region_model, checkerboard, heat, steps=4, seed=s) for s in (1, 1, 2)]
+    one_step = deletion_insertion(region_model, checkerboard, heat, steps=1)
+    assert one_step.deletion == pytest.approx(one_step.insertion[::-1]) and len(one_step.fractions) == 2
     assert np.array_equal(runs[0].random_deletion, runs[1].random_deletion)
     assert not np.array_equal(runs[0].random_deletion, runs[2].random_deletion)
     assert runs[0].target == 0  # top class by default
