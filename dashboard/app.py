@@ -15,10 +15,14 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 import gradcam_core as core  # noqa: E402
-from gradcam_core import LoadedModel  # noqa: E402
-from dashboard import cache, controls, teaching, views  # noqa: E402
+from gradcam_core import LoadedModel, ModelStatus  # noqa: E402
+from dashboard import cache, compare, controls, gallery, teaching, trust_view, views  # noqa: E402
 from dashboard.guard import reported_errors  # noqa: E402
-from dashboard.settings import Settings  # noqa: E402
+from dashboard.own_model import own_model_form  # noqa: E402
+from dashboard.settings import ImageInput, OwnModel, Settings  # noqa: E402
+
+
+TABS = ("Explanation", "Compare", "Trust checks", "Gallery", "How it works")
 
 
 def main() -> None:
@@ -27,66 +31,89 @@ def main() -> None:
     views.header()
 
     with st.sidebar:
-        image = controls.image_input()
+        image, uploads = controls.image_inputs()
         status = controls.model_choice(core.available_models())
+        own = own_model_form() if status is None else None
 
     model = top = None
-    if not status.available:
-        st.info(status.reason or f"{status.title} cannot be loaded on this machine.", icon=":material/info:")
-    else:
-        with reported_errors("loading the model and the image"):
-            model = cache.load_model(status.name)
+    with reported_errors("loading the model and the image"):
+        model = chosen_model(status, own)
+        if model is not None and image is not None:
             top = cache.predictions(image, model)
 
     with st.sidebar:
-        choice = controls.class_choice(top, model, key=f"{image.digest[:16]}-{status.name}")
+        key = f"{image.digest[:16] if image else ''}-{model.name if model else ''}"
+        choice = controls.class_choice(top, model, key=key)
         method = controls.method_choice()
         layer = controls.layer_choice(model)
-        alpha, colormap = controls.display_choice()
+        display = controls.display_choice()
 
+    if image is None or model is None or top is None:
+        views.recovery_hint(image_ok=image is not None and (model is not None or status is None))
+        return
     settings = Settings(
         image=image,
-        model=status.name,
+        model=model.name,
         layer=layer,
-        target=None if top is None or choice == top[0].index else choice,
+        target=None if choice == top[0].index else choice,
         method=method,
-        alpha=alpha,
-        colormap=colormap,
+        **display,
     )
-    if model is None or top is None:
-        views.recovery_hint(image_ok=model is not None)
-        return
-
     with reported_errors("explaining the image"):
-        render(settings, model)
+        render(settings, model, uploads)
 
 
-def render(settings: Settings, model: LoadedModel) -> None:
-    """The explanation for ``settings``: a summary, then the main view or the "How it works" view.
+def chosen_model(status: ModelStatus | None, own: OwnModel | None) -> LoadedModel | None:
+    """The registered model of ``status``, or the user's own model when ``status`` is ``None``.
 
-    Both views read the same cached result; only the open tab is drawn (switching tabs reruns the script).
+    ``None`` (with a note on the page) while the model cannot be loaded or the user's files are missing.
+    """
+    if status is None:
+        if own is None:
+            st.info("Upload your model's weights and class names in the sidebar.", icon=":material/upload_file:")
+            return None
+        return cache.load_own_model(own.key, own)
+    if not status.available:
+        st.info(status.reason or f"{status.title} cannot be loaded on this machine.", icon=":material/info:")
+        return None
+    return cache.load_model(status.name)
+
+
+def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ...]) -> None:
+    """The explanation for ``settings``: a summary, then the open tab.
+
+    Every tab reads the same cached result; only the open tab is drawn (switching tabs reruns the script).
     """
     image = settings.image
-    result = cache.explain(settings)
+    result = cache.explain(settings, model)
     full = cache.decode_image(image.digest, image.data)
     shown = cache.display_image(image.digest, image.data)
     size = (full.shape[1], full.shape[0])
     views.summary(result, model.title, settings)
-    main_tab, teaching_tab = st.tabs(["Explanation", "How it works"], key="view", on_change="rerun")
-    if teaching_tab.open:
-        with teaching_tab:
-            teaching.render(settings, result, shown, size)
-        return
-    with main_tab:
-        views.panels(shown, size, result, settings)
-        st.divider()
-        left, right = st.columns([3, 2], gap="large")
-        with left:
-            views.predictions(result)
-        with right:
-            views.download_buttons(full, result, settings, model.title)
-            views.how_to_read(result, settings)
-            views.details(result, model)
+    tabs = dict(zip(TABS, st.tabs(list(TABS), key="view", on_change="rerun")))
+    with tabs["Explanation"]:
+        if tabs["Explanation"].open:
+            views.panels(shown, size, result, settings)
+            st.divider()
+            left, right = st.columns([3, 2], gap="large")
+            with left:
+                views.predictions(result, model)
+            with right:
+                views.download_buttons(full, result, settings, model)
+                views.how_to_read(result, settings)
+                views.details(result, model)
+    with tabs["Compare"]:
+        if tabs["Compare"].open:
+            compare.render(settings, model, result, shown, size)
+    with tabs["Trust checks"]:
+        if tabs["Trust checks"].open:
+            trust_view.render(settings, model, result, shown, size)
+    with tabs["Gallery"]:
+        if tabs["Gallery"].open:
+            gallery.render(settings, model, uploads)
+    with tabs["How it works"]:
+        if tabs["How it works"].open:
+            teaching.render(settings, model, result, shown, size)
 
 
 if __name__ == "__main__":

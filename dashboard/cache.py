@@ -23,7 +23,7 @@ from gradcam_core import CamSteps, LoadedModel, Prediction
 from gradcam_core.teaching import top_channels
 
 from .pictures import shrink
-from .settings import ImageInput, Settings
+from .settings import ImageInput, OwnModel, Settings
 
 TOP_K = 5
 DISPLAY_SIDE = 1024
@@ -65,11 +65,43 @@ class Result:
         equals ``gradcam_core.Explanation.heatmap`` exactly (same function, same map)."""
         return core.heatmap_from_map(self.raw_map, (shape[0], shape[1]))
 
+    def explanation(self, image: np.ndarray) -> core.Explanation:
+        """The engine's ``Explanation`` of ``image`` (the full-resolution picture this result explains)."""
+        return core.Explanation(
+            image=Image.fromarray(image),
+            heatmap=self.heatmap_at(image.shape),
+            raw_map=self.raw_map,
+            strength=self.strength,
+            predictions=self.predictions,
+            target=self.target,
+            score=self.score,
+            model=self.model,
+            layer=self.layer,
+            method=self.method,
+            input_size=self.input_size,
+        )
+
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
 def load_model(name: str) -> LoadedModel:
     """The registered model ``name``, loaded once per server process and shared by every session."""
     return core.load_model(name)
+
+
+@st.cache_resource(show_spinner="Loading your model…", max_entries=2, ttl=3600)
+def load_own_model(key: str, _own: OwnModel) -> LoadedModel:
+    """The user's model, loaded once per content ``key`` (``OwnModel.key``) and shared like the built-in ones."""
+    return core.load_custom_model(
+        _own.architecture,
+        _own.weights,
+        _own.labels,
+        activation=_own.activation,
+        input_size=_own.input_size,
+        mean=_own.mean,
+        std=_own.std,
+        grayscale=_own.grayscale,
+        name=key,
+    )
 
 
 @st.cache_resource(show_spinner="Reading the image…", max_entries=8, ttl=3600)
@@ -97,16 +129,16 @@ def explanation(
     digest: str,
     _data: bytes,
     model: str,
+    _model: LoadedModel,
     layer: str | None,
     target: int | None,
     method: str,
     _progress: Callable[[int, int], None] | None = None,
 ) -> Result:
-    """Run the model once for this image content, model, layer, class and method (main and teaching views)."""
-    loaded = load_model(model)
+    """Run ``_model`` (named ``model`` in the cache key) once for this image content, layer, class and method."""
     picture = Image.fromarray(decode_image(digest, _data))
     found = core.explain(
-        picture, loaded, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=_progress
+        picture, _model, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=_progress
     )
     return Result(
         raw_map=found.raw_map,
@@ -142,11 +174,11 @@ def default_method() -> str:
 
 def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]:
     """The model's top classes for ``image`` (shares its cache entry with the default explanation)."""
-    found = explanation(image.digest, image.data, model.name, model.default_layer, None, default_method())
+    found = explanation(image.digest, image.data, model.name, model, model.default_layer, None, default_method())
     return found.predictions
 
 
-def explain(settings: Settings) -> Result:
+def explain(settings: Settings, model: LoadedModel) -> Result:
     """The explanation for the current settings (cached); a progress bar while a slow method runs.
 
     The bar is also how such a run is cancelled: when the user changes a setting, Streamlit stops this script
@@ -155,7 +187,9 @@ def explain(settings: Settings) -> Result:
     image = settings.image
     method = core.METHODS.get(settings.method)
     if method is None or not method.forward_passes:
-        return explanation(image.digest, image.data, settings.model, settings.layer, settings.target, settings.method)
+        return explanation(
+            image.digest, image.data, settings.model, model, settings.layer, settings.target, settings.method
+        )
     bar = st.empty()
 
     def progress(done: int, total: int) -> None:
@@ -163,7 +197,7 @@ def explain(settings: Settings) -> Result:
 
     try:
         return explanation(
-            image.digest, image.data, settings.model, settings.layer, settings.target, settings.method, progress
+            image.digest, image.data, settings.model, model, settings.layer, settings.target, settings.method, progress
         )
     finally:
         bar.empty()

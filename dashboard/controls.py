@@ -11,6 +11,8 @@ import gradcam_core as core
 from gradcam_core import LoadedModel, ModelStatus, Prediction
 from gradcam_core.render import COLORMAPS, DEFAULT_COLORMAP
 
+from .guard import reported_errors
+from .medical import dicom_input
 from .settings import ImageInput
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -23,7 +25,9 @@ SAMPLES: dict[str, str] = {
 }
 """Built-in sample files in ``assets/`` and their names on the page (the first one is shown on opening)."""
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "dcm", "dicom"]
+OWN_MODEL = "own-model"
+"""Option of the model menu that opens the form for the user's own model."""
 ANOTHER_CLASS = -1
 """Option of the class menu that opens the search over every class."""
 
@@ -36,36 +40,58 @@ COLORMAP_NOTES: dict[str, str] = {
 }
 
 
-def image_input() -> ImageInput:
-    """An uploaded image, or else the chosen built-in sample."""
+def image_inputs() -> tuple[ImageInput | None, tuple[ImageInput, ...]]:
+    """The image to explain (an upload, or else the chosen built-in sample) and every uploaded file.
+
+    A DICOM upload gets frame and window controls; the image returned is then the windowed picture
+    (``None``, after a one-sentence error, when the DICOM file cannot be read).
+    """
     st.subheader("Image", divider="gray")
-    upload = st.file_uploader(
-        "Upload an image",
+    uploads = st.file_uploader(
+        "Upload images",
         type=UPLOAD_TYPES,
+        accept_multiple_files=True,
         key="upload",
-        help="PNG, JPEG, WebP, BMP or TIFF. The image stays on this server and is not stored.",
+        help="PNG, JPEG, WebP, BMP, TIFF or DICOM; several at once for the gallery. "
+        "Images stay on this server and are not stored.",
     )
+    files = tuple(ImageInput.from_bytes(upload.name, upload.getvalue()) for upload in uploads or ())
     sample = st.selectbox(
         "…or use a built-in sample",
         list(SAMPLES),
         format_func=SAMPLES.__getitem__,
         key="sample",
-        disabled=upload is not None,
-        help="Remove the uploaded file (×) to go back to the samples." if upload is not None else None,
+        disabled=bool(files),
+        help="Remove the uploaded files (×) to go back to the samples." if files else None,
     )
-    if upload is not None:
-        return ImageInput.from_bytes(upload.name, upload.getvalue())
-    return ImageInput.from_bytes(SAMPLES[sample], (ASSETS / sample).read_bytes())
+    if not files:
+        return ImageInput.from_bytes(SAMPLES[sample], (ASSETS / sample).read_bytes()), ()
+    chosen = 0
+    if len(files) > 1:
+        chosen = st.selectbox(
+            "Image to explain", range(len(files)), format_func=lambda i: files[i].name, key="chosen-upload"
+        )
+    image = files[chosen]
+    if not core.is_dicom(image.data):
+        return image, files
+    with reported_errors("reading the DICOM file"):
+        return dicom_input(image), files
+    return None, files
 
 
-def model_choice(statuses: Sequence[ModelStatus]) -> ModelStatus:
-    """The chosen model; models that cannot be loaded here are listed and labelled as unavailable."""
+def model_choice(statuses: Sequence[ModelStatus]) -> ModelStatus | None:
+    """The chosen registered model, or ``None`` for the user's own model (see ``own_model``).
+
+    Models that cannot be loaded here are listed and labelled as unavailable.
+    """
     st.subheader("Model", divider="gray")
     by_name = {status.name: status for status in statuses}
-    names = list(by_name)
+    names = [*by_name, OWN_MODEL]
     default = names.index(core.DEFAULT_MODEL) if core.DEFAULT_MODEL in by_name else 0
 
     def label(name: str) -> str:
+        if name == OWN_MODEL:
+            return "Your own model…"
         status = by_name[name]
         return status.title if status.available else f"{status.title} — weights not on this machine"
 
@@ -75,9 +101,9 @@ def model_choice(statuses: Sequence[ModelStatus]) -> ModelStatus:
         index=default,
         format_func=label,
         key="model",
-        help="The image classifier whose decision is explained.",
+        help="The image classifier whose decision is explained. Choose *Your own model…* to upload one.",
     )
-    return by_name[name]
+    return by_name.get(name)
 
 
 def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | None, key: str) -> int | None:
@@ -100,6 +126,8 @@ def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | 
         key=f"class-{key}",
         help="The map shows where the evidence for this class is. The model's top guesses come first.",
     )
+    if model.activation == "sigmoid":
+        st.caption("Multi-label model: each class has its own probability (sigmoid); they need not add up to 100%.")
     if choice != ANOTHER_CLASS:
         return choice
     categories = model.categories
@@ -164,8 +192,8 @@ def layer_choice(model: LoadedModel | None) -> str | None:
     return layer
 
 
-def display_choice() -> tuple[float, str]:
-    """Overlay opacity (0..1) and colour map name; changing them never re-runs the model."""
+def display_choice() -> dict[str, object]:
+    """Overlay opacity, colour map and colour-bar units (``Settings`` fields); none of them re-runs the model."""
     st.subheader("Display", divider="gray")
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="alpha", help="0 shows only the image.")
     names = list(COLORMAPS)
@@ -176,4 +204,10 @@ def display_choice() -> tuple[float, str]:
         format_func=lambda name: f"{name} ({COLORMAP_NOTES[name]})" if name in COLORMAP_NOTES else name,
         key="colormap",
     )
-    return alpha, colormap
+    raw_units = st.toggle(
+        "Colour bar in raw units",
+        key="raw-units",
+        help="Off: 1 is the strongest spot of this map. On: the colour bar shows the map's own values "
+        "(class score per unit of the layer's output), which can be compared between classes and images.",
+    )
+    return {"alpha": alpha, "colormap": colormap, "raw_units": raw_units}

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gradcam_core import Prediction
+from gradcam_core import LoadedModel, Prediction, build_report
 from gradcam_core.render import colorize, overlay, to_png_bytes
+from gradcam_core.report import model_weights_sha256
 
 from .cache import Result
 from .settings import Settings
@@ -42,6 +43,25 @@ def heatmap_npy(result: Result, shape: tuple[int, ...]) -> Callable[[], bytes]:
         return buffer.getvalue()
 
     return build
+
+
+def weights_digest(model: LoadedModel) -> str:
+    """The SHA-256 of the model's weights, or a note that it is not known."""
+    return model_weights_sha256(model) or "not available"
+
+
+def html_report(image: np.ndarray, result: Result, settings: Settings, model: LoadedModel) -> Callable[[], str]:
+    """The self-contained HTML report (``gradcam_core.build_report``) of what is on screen."""
+    return lambda: build_report(
+        result.explanation(image),
+        model_title=model.title,
+        weights_file=model.weights_file,
+        weights_hash=model_weights_sha256(model),
+        alpha=settings.alpha,
+        colormap=settings.colormap,
+        image_name=settings.image.name,
+        extra=dict(settings.image.facts) or None,
+    )
 
 
 def report(settings: Settings, result: Result, image_size: tuple[int, int], model_title: str) -> str:

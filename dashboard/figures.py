@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gradcam_core import Prediction, heatmap_from_map
+from gradcam_core import FaithfulnessCurves, Prediction, heatmap_from_map
 from gradcam_core.render import colorize
 
 from .pictures import jpeg_data_uri
@@ -47,39 +47,57 @@ def colorscale(colormap: str, stops: int = 33) -> list[list[float | str]]:
 
 def image_figure(rgb: np.ndarray, size: tuple[int, int], height: int) -> go.Figure:
     """A zoomable picture; ``rgb`` may be a shrunk copy, axes are in pixels of the original ``size``."""
+    return _frame(go.Figure(image_trace(rgb, size)), size, height)
+
+
+def image_trace(rgb: np.ndarray, size: tuple[int, int]) -> go.Image:
+    """``rgb`` (possibly a shrunk copy) placed on the pixel grid of the original ``size`` (width, height)."""
     width, full_height = size
     shown_height, shown_width = rgb.shape[:2]
     dx, dy = width / shown_width, full_height / shown_height
-    trace = go.Image(source=jpeg_data_uri(rgb), x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip")
-    return _frame(go.Figure(trace), size, height)
+    return go.Image(source=jpeg_data_uri(rgb), x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip")
 
 
 def heatmap_figure(
-    raw_map: np.ndarray, size: tuple[int, int], colormap: str, height: int, label: str
+    raw_map: np.ndarray,
+    size: tuple[int, int],
+    colormap: str,
+    height: int,
+    label: str,
+    scale: float | None = None,
+    background: np.ndarray | None = None,
+    opacity: float = 1.0,
 ) -> go.Figure:
     """The heatmap as a hoverable grid (at most ``HOVER_SIDE`` cells long) with a colour bar.
 
     Args:
-        raw_map: (h, w) map at the layer's resolution; shown divided by its maximum and enlarged.
+        raw_map: (h, w) map at the layer's resolution, enlarged to the image.
         size: (width, height) of the original image; the axes are in its pixels.
         colormap: Colour map name (as used for the overlay).
         height: Figure height in pixels.
         label: What the values measure, for the hover text and the colour bar.
+        scale: ``None``: values divided by the map's maximum (0 to 1). Else raw values, colours running from 0
+            to ``scale`` (a common scale makes several maps comparable; use the largest of their maxima).
+        background: An RGB picture drawn under the heatmap (the overlay), which is then ``opacity`` opaque.
+        opacity: Opacity of the heatmap, 0 to 1.
     """
     width, full_height = size
-    scale = min(1.0, HOVER_SIDE / max(width, full_height))
-    rows, cols = max(1, round(full_height * scale)), max(1, round(width * scale))
-    grid = heatmap_from_map(raw_map, (rows, cols))
+    shrink = min(1.0, HOVER_SIDE / max(width, full_height))
+    rows, cols = max(1, round(full_height * shrink)), max(1, round(width * shrink))
+    top = 1.0 if scale is None else (scale if scale > 0 else 1.0)
+    grid = heatmap_from_map(raw_map, (rows, cols), None if scale is None else top) * top
     xs = (np.arange(cols) + 0.5) * width / cols
     ys = (np.arange(rows) + 0.5) * full_height / rows
+    value = ".2f" if scale is None else ".3g"
     trace = go.Heatmap(
-        z=np.round(grid, 3),
+        z=grid if scale is not None else np.round(grid, 3),
         x=xs,
         y=ys,
         zmin=0.0,
-        zmax=1.0,
+        zmax=top,
         colorscale=colorscale(colormap),
-        hovertemplate=f"{label}: %{{z:.2f}}<br>x %{{x:.0f}}, y %{{y:.0f}} px<extra></extra>",
+        opacity=opacity,
+        hovertemplate=f"{label}: %{{z:{value}}}<br>x %{{x:.0f}}, y %{{y:.0f}} px<extra></extra>",
         colorbar={
             "orientation": "h",
             "thickness": 9,
@@ -89,12 +107,15 @@ def heatmap_figure(
             "y": 0,
             "yanchor": "top",
             "ypad": 8,
-            "tickvals": [0, 0.25, 0.5, 0.75, 1],
+            "tickvals": [0, 0.25, 0.5, 0.75, 1] if scale is None else None,
+            "nticks": 5,
+            "tickformat": "" if scale is None else ".2~g",
             "tickfont": {"size": 11},
             "outlinewidth": 0,
         },
     )
-    return _frame(go.Figure(trace), (width, full_height), height)
+    traces = [trace] if background is None else [image_trace(background, size), trace]
+    return _frame(go.Figure(traces), (width, full_height), height)
 
 
 def predictions_figure(predictions: Sequence[Prediction], target: Prediction) -> go.Figure:
@@ -123,6 +144,39 @@ def predictions_figure(predictions: Sequence[Prediction], target: Prediction) ->
         yaxis={"autorange": "reversed", "fixedrange": True},
         bargap=0.35,
         showlegend=False,
+    )
+    return figure
+
+
+def curves_figure(curves: FaithfulnessCurves, height: int = 320) -> go.Figure:
+    """Deletion and insertion curves (solid) with their random-order baselines (dashed), AUC in the legend."""
+    percent = 100 * curves.fractions
+    lines = (
+        ("Deletion", curves.deletion, curves.deletion_auc, NEGATIVE, "solid"),
+        ("Insertion", curves.insertion, curves.insertion_auc, POSITIVE, "solid"),
+        ("Deletion, random order", curves.random_deletion, curves.random_deletion_auc, NEGATIVE, "dash"),
+        ("Insertion, random order", curves.random_insertion, curves.random_insertion_auc, POSITIVE, "dash"),
+    )
+    figure = go.Figure(
+        [
+            go.Scatter(
+                x=percent,
+                y=100 * values,
+                name=f"{name} (AUC {auc:.3f})",
+                mode="lines",
+                line={"color": colour, "dash": dash, "width": 2.5 if dash == "solid" else 1.5},
+                hovertemplate=f"{name}<br>%{{x:.0f}}% of the pixels: %{{y:.1f}}%<extra></extra>",
+            )
+            for name, values, auc, colour, dash in lines
+        ]
+    )
+    figure.update_layout(
+        height=height,
+        margin={"l": 0, "r": 10, "t": 10, "b": 40},
+        xaxis={"title": "Pixels deleted or revealed, hottest first (%)", "range": [0, 100], "fixedrange": True},
+        yaxis={"title": "Class probability (%)", "rangemode": "tozero", "fixedrange": True},
+        legend={"orientation": "h", "y": -0.25},
+        paper_bgcolor="rgba(0,0,0,0)",
     )
     return figure
 

@@ -14,16 +14,47 @@ class ImageInput:
         name: What to call it on the page, e.g. ``"Cat"`` or ``"scan.png"``.
         data: The file's bytes, as uploaded or read from disk (decoded later, safely, by the engine).
         digest: SHA-256 of ``data``: the cache key of everything computed from this image.
+        facts: Technical facts worth reporting, e.g. a DICOM file's modality and pixel spacing.
     """
 
     name: str
     data: bytes = field(repr=False)
     digest: str
+    facts: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_bytes(cls, name: str, data: bytes) -> ImageInput:
+    def from_bytes(cls, name: str, data: bytes, facts: tuple[tuple[str, str], ...] = ()) -> ImageInput:
         """Wrap ``data`` and hash it."""
-        return cls(name=name, data=data, digest=hashlib.sha256(data).hexdigest())
+        return cls(name=name, data=data, digest=hashlib.sha256(data).hexdigest(), facts=facts)
+
+
+@dataclass(frozen=True)
+class OwnModel:
+    """A model the user brought: a torchvision architecture, its weights and labels, and how to feed it.
+
+    Attributes mirror the arguments of ``gradcam_core.load_custom_model``; ``weights_name`` is the uploaded
+    file's name. ``key`` identifies the model by content: same files and options, same key.
+    """
+
+    architecture: str
+    weights_name: str
+    weights: bytes = field(repr=False)
+    labels: bytes = field(repr=False)
+    activation: str = "softmax"
+    input_size: int = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    grayscale: bool = False
+
+    @property
+    def key(self) -> str:
+        """``"own-"`` and a content hash of the files and options (the cache key of the loaded model)."""
+        digest = hashlib.sha256()
+        for part in (self.weights, self.labels):
+            digest.update(hashlib.sha256(part).digest())
+        options = (self.architecture, self.activation, self.input_size, self.mean, self.std, self.grayscale)
+        digest.update(repr(options).encode())
+        return f"own-{digest.hexdigest()[:24]}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +69,7 @@ class Settings:
         method: Registry name of the CAM method.
         alpha: Heatmap opacity in the overlay, 0..1.
         colormap: Name of a colour map in ``gradcam_core.render.COLORMAPS``.
+        raw_units: Show the heatmap's colour bar in the map's raw values instead of 0..1 of its maximum.
     """
 
     image: ImageInput
@@ -47,3 +79,4 @@ class Settings:
     method: str
     alpha: float
     colormap: str
+    raw_units: bool = False

@@ -7,8 +7,12 @@ more cached explanation, computed the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import streamlit as st
+
+from gradcam_core import LoadedModel
 
 from gradcam_core.render import overlay
 
@@ -55,7 +59,7 @@ SCORE_LABEL = "Score $y^c$ before softmax"
 """Label of the class score metric (the Technical details of the Explanation tab show the same number)."""
 
 
-def render(settings: Settings, result: Result, image: np.ndarray, full_size: tuple[int, int]) -> None:
+def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, full_size: tuple[int, int]) -> None:
     """The five steps for ``result``; ``image`` is the browser-sized picture, ``full_size`` (width, height)."""
     steps = result.steps
     if steps is None:
@@ -70,7 +74,7 @@ def render(settings: Settings, result: Result, image: np.ndarray, full_size: tup
     weights(result, shown)
     weighted_sum(result, settings)
     upsampling(result, settings, image, full_size)
-    comparison(result, settings, image, full_size)
+    comparison(result, settings, model, image, full_size)
 
 
 def _title(number: int, text: str) -> None:
@@ -263,7 +267,9 @@ def upsampling(result: Result, settings: Settings, image: np.ndarray, full_size:
         )
 
 
-def comparison(result: Result, settings: Settings, image: np.ndarray, full_size: tuple[int, int]) -> None:
+def comparison(
+    result: Result, settings: Settings, model: LoadedModel, image: np.ndarray, full_size: tuple[int, int]
+) -> None:
     """Step 5: the weights and the map of another class, from its own cached explanation."""
     others = [p for p in result.predictions if p.index != result.target.index]
     if not others:
@@ -285,14 +291,7 @@ def comparison(result: Result, settings: Settings, image: np.ndarray, full_size:
             key=f"compare-{settings.image.digest[:16]}-{settings.model}-{result.target.index}",
         )
     top = result.predictions[0].index
-    other = cache.explanation(
-        settings.image.digest,
-        settings.image.data,
-        settings.model,
-        settings.layer,
-        None if picked == top else picked,
-        settings.method,
-    )
+    other = cache.explain(replace(settings, target=None if picked == top else picked), model)
     if other.steps is None:
         return
     first, second = result.target.label, other.target.label

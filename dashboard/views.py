@@ -91,24 +91,28 @@ def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settin
         st.caption(f"{plain(settings.image.name)} · {width} × {full_height} px. Drag to zoom, double-click to reset.")
     with heatmap:
         st.markdown(f"**{method} heatmap**")
+        scale = result.strength if settings.raw_units else None
         st.plotly_chart(
-            figures.heatmap_figure(result.raw_map, full_size, settings.colormap, height, "evidence"),
+            figures.heatmap_figure(result.raw_map, full_size, settings.colormap, height, "evidence", scale),
             config=figures.plot_config(),
             key="heatmap",
         )
         st.caption(
             f"{strong} = regions that most {verb} the score for **{label}**; {weak} = none. "
-            "Hover to read the value."
+            f"Peak evidence **{result.strength:.3g}** (raw units). Hover to read the value."
         )
     with combined:
         st.markdown("**Overlay**")
         st.plotly_chart(
             figures.image_figure(blended, full_size, height), config=figures.plot_config(), key="overlay"
         )
-        st.caption(f"The heatmap over the image at {settings.alpha:.0%} opacity.")
+        st.caption(
+            f"The heatmap over the image at {settings.alpha:.0%} opacity. The model saw the whole image "
+            "(no crop), so the overlay covers exactly what it saw."
+        )
 
 
-def predictions(result: Result) -> None:
+def predictions(result: Result, model: core.LoadedModel) -> None:
     """Bar chart of the top classes with the explained one highlighted."""
     st.subheader("Top predictions", anchor=False)
     st.plotly_chart(
@@ -116,16 +120,29 @@ def predictions(result: Result) -> None:
         config={"displayModeBar": False},
         key="predictions",
     )
-    st.caption("How sure the model is of each class. The blue bar is the class being explained.")
+    independent = " Each class is scored on its own (multi-label, sigmoid)." if model.activation == "sigmoid" else ""
+    st.caption(f"How sure the model is of each class. The blue bar is the class being explained.{independent}")
 
 
-def download_buttons(
-    image: np.ndarray, result: Result, settings: Settings, model_title: str
-) -> None:
-    """Overlay PNG, heatmap PNG, heatmap values (.npy) and a JSON report, generated on click."""
+def download_buttons(image: np.ndarray, result: Result, settings: Settings, model: core.LoadedModel) -> None:
+    """A one-click HTML report, then overlay PNG, heatmap PNG, values (.npy) and JSON, generated on click."""
     st.subheader("Download", anchor=False)
     stem = downloads.file_stem(settings.image.name)
     size = (image.shape[1], image.shape[0])
+    model_title = model.title
+    st.download_button(
+        "Report (HTML)",
+        downloads.html_report(image, result, settings, model),
+        file_name=f"{stem}-report.html",
+        mime="text/html",
+        icon=":material/summarize:",
+        type="primary",
+        help="One self-contained page with the image, heatmap, overlay, predictions, settings, the weights' "
+        "SHA-256 and library versions, to file or share.",
+        on_click="ignore",
+        width="stretch",
+        key="download-report",
+    )
     files = [
         ("Overlay PNG", downloads.overlay_png(image, result, settings.alpha, settings.colormap),
          f"{stem}-overlay.png", "image/png", ":material/image:", "The overlay at full resolution."),
@@ -185,5 +202,6 @@ def details(result: Result, model: core.LoadedModel) -> None:
 | Class score (before softmax) | {result.score:.3f} |
 | Strongest raw evidence | {result.strength:.4g} |
 | Network input | {width} × {height} px (the whole image, resized) |
+| Weights SHA-256 | `{downloads.weights_digest(model)}` |
 """
         )

@@ -24,9 +24,11 @@ import numpy as np
 from PIL import Image
 
 from .explain import Explanation
+from .models import LoadedModel
 from .render import colorize, overlay, to_png_bytes
 
-__all__ = ["DISCLAIMER", "MAX_REPORT_SIDE", "build_report", "library_versions", "weights_sha256"]
+__all__ = ["DISCLAIMER", "MAX_REPORT_SIDE", "build_report", "library_versions", "model_weights_sha256",
+           "weights_sha256"]
 
 DISCLAIMER = "Research and teaching tool — not a diagnostic device; do not use for clinical decisions."
 MAX_REPORT_SIDE = 1024
@@ -54,6 +56,21 @@ def _sha256_of(path: str, mtime_ns: int, size: int) -> str:  # noqa: ARG001 - mt
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def model_weights_sha256(model: LoadedModel) -> str | None:
+    """SHA-256 of a loaded model's weights: known for custom models, else read from its weights file (cached).
+
+    ``None`` when there is no weights file or it cannot be read.
+    """
+    if model.weights_sha256 is not None:
+        return model.weights_sha256
+    if model.weights_file is None:
+        return None
+    try:
+        return weights_sha256(model.weights_file)
+    except OSError:
+        return None
 
 
 def library_versions() -> dict[str, str]:
@@ -85,6 +102,7 @@ def build_report(
     *,
     model_title: str,
     weights_file: str | os.PathLike[str] | None,
+    weights_hash: str | None = None,
     alpha: float,
     colormap: str,
     image_name: str,
@@ -98,6 +116,8 @@ def build_report(
         model_title: Model name shown to users (``LoadedModel.title``).
         weights_file: The weights' path (``LoadedModel.weights_file``); only its name and SHA-256 are
             written. ``None``: recorded as not available.
+        weights_hash: The weights' SHA-256 when already known (``model_weights_sha256``); the file is then not
+            read, and a model uploaded as bytes (no file) still gets its hash recorded.
         alpha: Heatmap opacity of the overlay.
         colormap: Colour map of the heatmap and overlay (a key of ``render.COLORMAPS``).
         image_name: Name of the explained image, e.g. the uploaded file's name.
@@ -115,14 +135,13 @@ def build_report(
     blended = overlay(picture, heatmap, alpha=alpha, colormap=colormap)
     timestamp = _utc(now).isoformat(timespec="seconds")
 
-    if weights_file is None:
-        weights_name, weights_hash = "not available", "not available"
-    else:
-        weights_name = Path(weights_file).name
+    weights_name = "not available" if weights_file is None else Path(weights_file).name
+    if weights_hash is None and weights_file is not None:
         try:
             weights_hash = weights_sha256(weights_file)
         except OSError:
             weights_hash = "not available (file unreadable)"
+    weights_hash = weights_hash or "not available"
 
     target = explanation.target
     settings = {

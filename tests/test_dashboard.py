@@ -88,7 +88,7 @@ def test_first_run_explains_the_cat_with_one_model_call(app: AppTest, model_call
     assert CAT_CLASSES & set(top_labels)
     assert top_labels[0] in _summary(app)
     assert len(model_calls) == 1  # predictions and the default map share one cached call
-    assert len(app.get("download_button")) == 4
+    assert len(app.get("download_button")) == 5
 
 
 def test_sample_coffee_is_espresso(app: AppTest) -> None:
@@ -104,8 +104,8 @@ def test_model_menu_lists_every_registered_model(app: AppTest) -> None:
     assert menu.options == [
         status.title if status.available else f"{status.title} — weights not on this machine"
         for status in gradcam_core.available_models()
-    ]
-    assert len(menu.options) == len(gradcam_core.MODELS)
+    ] + ["Your own model…"]
+    assert len(menu.options) == len(gradcam_core.MODELS) + 1
 
 
 def test_unavailable_model_shows_the_reason(monkeypatch, model_calls) -> None:
@@ -278,7 +278,7 @@ def test_teaching_tab_reads_the_cached_result_of_the_main_view(app: AppTest) -> 
         ImageInput.from_bytes("Cat", (ROOT / "assets" / "chelsea.png").read_bytes()),
         gradcam_core.DEFAULT_MODEL, gradcam_core.load_model().default_layer, None, "gradcam", 0.5, "jet",
     )
-    result = cache.explain(settings)
+    result = cache.explain(settings, gradcam_core.load_model())
     steps = result.steps
     assert np.array_equal(np.maximum(steps.weighted_sum, 0), result.raw_map)
     shape = (300, 451)

@@ -1,0 +1,108 @@
+"""The Compare tab: several classes, methods or layers for one image, side by side, on a common scale if asked.
+
+Each panel is one cached explanation computed exactly as in the Explanation tab, with one setting changed.
+On a common scale the colours run from 0 to the largest peak of the panels, in the maps' raw units, so a weak
+map looks weak; otherwise each map is scaled to its own peak, as everywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import streamlit as st
+
+import gradcam_core as core
+from gradcam_core import LoadedModel
+
+from . import cache, figures
+from .cache import Result
+from .settings import Settings
+from .views import plain
+
+MAX_PANELS = 6
+COLUMNS = 3
+KINDS = ("Classes", "Methods", "Layers")
+
+
+def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, size: tuple[int, int]) -> None:
+    """Pick what to compare, then draw the grid; ``image`` is the browser-sized picture, ``size`` the full one."""
+    st.caption(
+        "Put maps side by side: the evidence for one class next to another's, or what different methods or "
+        "layers make of the same image. Hover over a map to read its values."
+    )
+    kind_column, pick_column, scale_column = st.columns([1, 3, 1], vertical_alignment="bottom")
+    with kind_column:
+        kind = st.segmented_control("Compare", KINDS, default=KINDS[0], key="compare-kind") or KINDS[0]
+    with pick_column:
+        variants = pick(kind, settings, model, result)
+    with scale_column:
+        common = st.toggle(
+            "Common scale",
+            value=kind != "Methods",
+            key=f"compare-common-{kind}",
+            help="On: one colour scale in raw units for every panel, so weaker evidence looks weaker. "
+            "Off: each map runs from 0 to its own peak.",
+        )
+    if not variants:
+        st.info("Pick at least one item to compare.", icon=":material/info:")
+        return
+    if kind == "Methods" and common:
+        st.caption("Methods weight the feature maps differently, so their raw units are not strictly comparable.")
+    results = [(title, cache.explain(variant, model)) for title, variant in variants]
+    grid(results, settings, image, size, common)
+
+
+def pick(kind: str, settings: Settings, model: LoadedModel, result: Result) -> list[tuple[str, Settings]]:
+    """The panels to draw: a title and the settings of each (the current settings with one thing changed)."""
+    if kind == "Classes":
+        labels = model.categories
+        top = [p.index for p in result.predictions[:3]]
+        chosen = st.multiselect(
+            "Classes", range(len(labels)), default=top, format_func=labels.__getitem__,
+            max_selections=MAX_PANELS, key=f"compare-classes-{settings.image.digest[:16]}-{model.name}",
+            placeholder="Type to search the classes",
+        )
+        first = result.predictions[0].index
+        return [(labels[i], replace(settings, target=None if i == first else i)) for i in chosen]
+    if kind == "Methods":
+        methods = core.METHODS
+        default = [name for name in ("gradcam", "gradcam++", "layercam") if name in methods]
+        chosen = st.multiselect(
+            "Methods", list(methods), default=default, format_func=lambda name: methods[name].title,
+            max_selections=MAX_PANELS, key="compare-methods",
+        )
+        return [(methods[name].title, replace(settings, method=name)) for name in chosen]
+    names = [info.name for info in model.layers]
+    chosen = st.multiselect(
+        "Layers", names, default=names[-3:], max_selections=MAX_PANELS, key=f"compare-layers-{model.name}",
+        help="In forward order: later layers are coarser and more class-specific.",
+    )
+    return [(name, replace(settings, layer=name)) for name in sorted(chosen, key=names.index)]
+
+
+def grid(
+    results: list[tuple[str, Result]], settings: Settings, image: np.ndarray, size: tuple[int, int], common: bool
+) -> None:
+    """The overlays in rows of ``COLUMNS``, each with its peak and its class probability."""
+    scale = max(found.strength for _, found in results) if common else None
+    if common and not scale:
+        scale = None  # every map is empty: nothing to calibrate
+    height = figures.panel_height(size, width=380)
+    for start in range(0, len(results), COLUMNS):
+        for column, (title, found) in zip(st.columns(COLUMNS, gap="medium"), results[start : start + COLUMNS]):
+            with column:
+                st.markdown(f"**{plain(title)}**")
+                st.plotly_chart(
+                    figures.heatmap_figure(
+                        found.raw_map, size, settings.colormap, height, "evidence", scale,
+                        background=image, opacity=max(settings.alpha, 0.05),
+                    ),
+                    config=figures.plot_config(),
+                    key=f"compare-{start}-{title}",
+                )
+                share = f" · {found.strength / scale:.0%} of the strongest" if scale else ""
+                st.caption(
+                    f"{plain(found.target.label)} {found.target.probability:.1%} · layer `{found.layer}` · "
+                    f"peak **{found.strength:.3g}**{share}"
+                )

@@ -1,0 +1,115 @@
+"""The Gallery tab: every uploaded image (or the built-in samples) explained with the same model and settings.
+
+Each image is its own cached explanation, exactly as in the Explanation tab, so opening one of them there
+later costs nothing. A CSV of the predictions and peaks is one click away.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import replace
+
+import streamlit as st
+
+from gradcam_core import LoadedModel, heatmap_from_map
+from gradcam_core.render import overlay
+
+from . import cache, controls
+from .cache import Result
+from .guard import reported_errors
+from .medical import as_picture
+from .pictures import shrink
+from .settings import ImageInput, Settings
+from .views import plain
+
+MAX_IMAGES = 24
+COLUMNS = 4
+THUMBNAIL_SIDE = 320
+
+
+def render(settings: Settings, model: LoadedModel, uploads: Sequence[ImageInput]) -> None:
+    """The gallery of ``uploads`` (the samples when there are none), explained with ``settings``."""
+    images = list(uploads) or samples()
+    source = "uploaded images" if uploads else "built-in samples (upload several images to see yours here)"
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    with left:
+        same_class = st.toggle(
+            "Explain the class chosen in the sidebar in every image",
+            key="gallery-same-class",
+            help="Off: each image's own top class.",
+            disabled=settings.target is None,
+        )
+    with right:
+        common = st.toggle("Common scale", value=True, key="gallery-common", help="One colour scale for all maps.")
+    st.caption(f"{len(images[:MAX_IMAGES])} {source}; layer, method and colours as in the sidebar.")
+    if len(images) > MAX_IMAGES:
+        st.warning(f"Showing the first {MAX_IMAGES} of {len(images)} images.", icon=":material/warning:")
+    rows = explained(images[:MAX_IMAGES], settings, model, same_class)
+    if not rows:
+        return
+    scale = max(found.strength for _, found in rows) if common else None
+    for start in range(0, len(rows), COLUMNS):
+        for column, (image, found) in zip(st.columns(COLUMNS, gap="small"), rows[start : start + COLUMNS]):
+            with column:
+                thumbnail(image, found, settings, scale)
+    st.download_button(
+        "Predictions CSV",
+        lambda: table(rows, model),
+        file_name="gallery.csv",
+        mime="text/csv",
+        icon=":material/table:",
+        on_click="ignore",
+        key="gallery-csv",
+    )
+
+
+def samples() -> list[ImageInput]:
+    """The built-in sample images."""
+    return [ImageInput.from_bytes(title, (controls.ASSETS / name).read_bytes()) for name, title in controls.SAMPLES.items()]
+
+
+def explained(
+    images: Sequence[ImageInput], settings: Settings, model: LoadedModel, same_class: bool
+) -> list[tuple[ImageInput, Result]]:
+    """Each readable image with its explanation; an unreadable one gets its one-sentence error instead."""
+    rows = []
+    for image in images:
+        with reported_errors(f"explaining {image.name}"):
+            picture = as_picture(image)
+            target = settings.target if same_class else None
+            rows.append((picture, cache.explain(replace(settings, image=picture, target=target), model)))
+    return rows
+
+
+def thumbnail(image: ImageInput, found: Result, settings: Settings, scale: float | None) -> None:
+    """The overlay of one image, its top class and the peak of its map."""
+    small = shrink(cache.display_image(image.digest, image.data), THUMBNAIL_SIDE)
+    heat = heatmap_from_map(found.raw_map, small.shape[:2], scale)
+    st.image(overlay(small, heat, settings.alpha, settings.colormap), width="stretch")
+    top = found.predictions[0]
+    explained_class = "" if found.target.index == top.index else f" · map: {plain(found.target.label)}"
+    st.caption(
+        f"**{plain(image.name)}**  \n{plain(top.label)} {top.probability:.1%}{explained_class} · "
+        f"peak {found.strength:.3g}"
+    )
+
+
+def table(rows: Sequence[tuple[ImageInput, Result]], model: LoadedModel) -> str:
+    """One CSV row per image: top class, explained class, peak evidence, settings."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "sha256", "model", "top_class", "top_probability", "explained_class",
+                     "explained_probability", "score", "peak_evidence", "layer", "method"])
+    for image, found in rows:
+        top = found.predictions[0]
+        writer.writerow([text_cell(image.name), image.digest, text_cell(model.title), text_cell(top.label),
+                         f"{top.probability:.6f}", text_cell(found.target.label), f"{found.target.probability:.6f}",
+                         f"{found.score:.6f}", f"{found.strength:.6g}", found.layer, found.method])
+    return buffer.getvalue()
+
+
+def text_cell(text: str) -> str:
+    """``text`` made inert for spreadsheets: a leading ``= + - @`` would start a formula, so it is quoted."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

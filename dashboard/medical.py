@@ -1,0 +1,93 @@
+"""DICOM uploads: a frame picker and a window/level control, and the 8-bit picture the model is shown.
+
+The windowed frame becomes an ordinary PNG ``ImageInput``: from there the explanation, the downloads and the
+report work as for any photo, and a new window or frame is a new image to the caches. Nothing identifying is
+shown: the picture is named after its modality and frame, never after the uploaded file (file names of
+medical images often carry the patient's name), and only ``DicomImage.summary()``'s technical facts are listed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+import gradcam_core as core
+from gradcam_core import DicomImage, Window
+from gradcam_core.render import to_png_bytes
+
+from .settings import ImageInput
+
+CT_PRESETS = {
+    "Soft tissue (L 40, W 400)": Window(40, 400),
+    "Lung (L -600, W 1500)": Window(-600, 1500),
+    "Bone (L 300, W 1500)": Window(300, 1500),
+    "Brain (L 40, W 80)": Window(40, 80),
+}
+"""The usual CT windows, in Hounsfield units."""
+CUSTOM = "Custom…"
+
+
+@st.cache_resource(show_spinner="Reading the DICOM file…", max_entries=4, ttl=3600)
+def read(digest: str, _data: bytes) -> DicomImage:
+    """The decoded DICOM file ``_data`` (identified by its SHA-256 ``digest``), shared read-only."""
+    return core.read_dicom(_data)
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
+def rendered_png(digest: str, _data: bytes, frame: int, window: tuple[float, float] | None) -> bytes:
+    """Frame ``frame`` of the DICOM file, windowed at ``(centre, width)`` (``None``: the file's window), as PNG."""
+    picture = core.render_frame(read(digest, _data), frame, None if window is None else Window(*window))
+    return to_png_bytes(np.asarray(picture), compress_level=1)
+
+
+def as_picture(image: ImageInput, frame: int = 0, window: Window | None = None) -> ImageInput:
+    """``image`` itself, or for a DICOM file the rendered ``frame`` as a PNG image with its technical facts."""
+    if not core.is_dicom(image.data):
+        return image
+    dicom = read(image.digest, image.data)
+    png = rendered_png(image.digest, image.data, frame, None if window is None else (window.center, window.width))
+    name = f"{dicom.modality or 'DICOM'} image, frame {frame + 1} of {dicom.num_frames}"
+    return ImageInput.from_bytes(name, png, facts=tuple(dicom.summary().items()))
+
+
+def dicom_input(image: ImageInput) -> ImageInput:
+    """Frame and window controls for a DICOM upload; returns the picture they give."""
+    dicom = read(image.digest, image.data)
+    key = image.digest[:16]
+    facts = dicom.summary()
+    st.caption(
+        f"DICOM · {facts['Modality']} · {facts['Image size']} · {dicom.bits_stored}-bit"
+        + (f" · {dicom.num_frames} frames" if dicom.num_frames > 1 else "")
+        + ". Patient details are never shown."
+    )
+    frame = 0
+    if dicom.num_frames > 1:
+        frame = st.slider("Frame", 1, dicom.num_frames, 1, key=f"frame-{key}") - 1
+    window = None if dicom.is_color else window_control(dicom, key)
+    return as_picture(image, frame, window)
+
+
+def window_control(dicom: DicomImage, key: str) -> Window:
+    """The window: the file's own (preselected), the usual CT presets, the full range, or typed in."""
+    units = "HU" if dicom.modality == "CT" else "units"
+    low, high = float(dicom.frames.min()), float(dicom.frames.max())
+    presets = {"From the file": dicom.default_window}
+    if dicom.modality == "CT":
+        presets |= CT_PRESETS
+    presets["Full range"] = Window((low + high) / 2, max(high - low, 1e-6))
+    name = st.selectbox(
+        "Window",
+        [*presets, CUSTOM],
+        key=f"window-{key}",
+        help="Which values are spread from black to white. The model sees the windowed picture, "
+        "so the map follows the window.",
+    )
+    if name != CUSTOM:
+        window = presets[name]
+        st.caption(f"Level {window.center:g} {units} · width {window.width:g} {units}")
+        return window
+    level, width = st.columns(2)
+    default = dicom.default_window
+    center = level.number_input(f"Level ({units})", value=default.center, key=f"level-{key}")
+    spread = width.number_input(f"Width ({units})", min_value=1e-6, value=default.width, key=f"width-{key}")
+    return Window(center, spread)

@@ -1,0 +1,93 @@
+"""Sidebar form for the user's own model: architecture, weights, labels, output activation and preprocessing."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import gradcam_core as core
+from gradcam_core.custom import IMAGENET_MEAN, IMAGENET_STD, MAX_WEIGHTS_BYTES
+
+from .settings import OwnModel
+
+NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "ImageNet (mean 0.485, 0.456, 0.406 · std 0.229, 0.224, 0.225)": (IMAGENET_MEAN, IMAGENET_STD),
+    "Centred (mean 0.5 · std 0.5)": ((0.5,), (0.5,)),
+    "None (pixels from 0 to 1)": ((0.0,), (1.0,)),
+    "Custom…": None,
+}
+"""Input normalisations offered (mean, std per channel; one value applies to every channel)."""
+ACTIVATIONS = {
+    "softmax": "One label per image (softmax)",
+    "sigmoid": "Several labels per image (sigmoid)",
+}
+
+
+def own_model_form() -> OwnModel | None:
+    """The user's model as chosen in the sidebar; ``None`` until the weights and labels are uploaded."""
+    architectures = core.custom_architectures()
+    architecture = st.selectbox(
+        "Architecture",
+        architectures,
+        index=architectures.index("resnet50") if "resnet50" in architectures else 0,
+        key="own-architecture",
+        help="The torchvision architecture the weights were trained with.",
+    )
+    weights = st.file_uploader(
+        "Weights (.safetensors, .pt or .pth)",
+        type=["safetensors", "pt", "pth"],
+        key="own-weights",
+        max_upload_size=MAX_WEIGHTS_BYTES // 2**20,
+        help="The model's state dict. Only tensors are read: files that contain code are refused.",
+    )
+    labels = st.file_uploader(
+        "Class names (.txt or .json)",
+        type=["txt", "json"],
+        key="own-labels",
+        help="One name per line, in the order of the model's outputs (or a JSON list).",
+    )
+    activation = st.radio(
+        "Output", list(ACTIVATIONS), format_func=ACTIVATIONS.__getitem__, key="own-activation", horizontal=False
+    )
+    with st.expander("Preprocessing", icon=":material/tune:"):
+        size = st.number_input("Input size (shorter side, px)", 32, 2048, 224, 16, key="own-size")
+        mean, std = normalisation()
+        grayscale = st.checkbox("Grayscale model", key="own-grayscale", help="Feed the image in shades of grey.")
+    if weights is None or labels is None:
+        st.caption("Upload the weights and the class names to explain with your model.")
+        return None
+    if mean is None or std is None:
+        return None
+    return OwnModel(
+        architecture=architecture,
+        weights_name=weights.name,
+        weights=weights.getvalue(),
+        labels=labels.getvalue(),
+        activation=activation,
+        input_size=int(size),
+        mean=mean,
+        std=std,
+        grayscale=grayscale,
+    )
+
+
+def normalisation() -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Mean and standard deviation per channel, from a preset or typed in (``None``: not valid yet)."""
+    preset = st.selectbox("Normalisation", list(NORMALISATIONS), key="own-normalisation")
+    values = NORMALISATIONS[preset]
+    if values is not None:
+        return values
+    mean = numbers(st.text_input("Mean", "0.485, 0.456, 0.406", key="own-mean"), "mean")
+    std = numbers(st.text_input("Standard deviation", "0.229, 0.224, 0.225", key="own-std"), "standard deviation")
+    return mean, std
+
+
+def numbers(text: str, what: str) -> tuple[float, ...] | None:
+    """Comma-separated numbers (one or three), or ``None`` after a one-sentence error."""
+    try:
+        values = tuple(float(part) for part in text.replace(";", ",").split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3):
+        st.error(f"Type the {what} as one number or three numbers separated by commas.", icon=":material/error:")
+        return None
+    return values

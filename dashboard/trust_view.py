@@ -1,0 +1,183 @@
+"""The Trust checks tab: three ways to question the map on screen (``gradcam_core.trust``).
+
+* Faithfulness: does the class probability fall when the hottest pixels are deleted first, and rise when they
+  are revealed first, faster than in a random order? (deletion / insertion curves and their areas)
+* Sanity check (Adebayo et al. 2018): the same map from a copy of the model with its top layers re-initialised;
+  a map that barely changes does not depend on what the model learned.
+* Region check: the share of the heat inside a region the user draws or uploads, and whether the peak is in it.
+
+Each check is cached per image, model, layer, class and method, like the explanation itself.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+import gradcam_core as core
+from gradcam_core import FaithfulnessCurves, LoadedModel, RandomizedModel, SanityCheck, trust
+
+from . import cache, figures
+from .cache import Result
+from .guard import reported_errors
+from .settings import Settings
+from .views import plain
+
+
+@st.cache_data(show_spinner="Deleting and inserting pixels…", max_entries=64, ttl=3600)
+def faithfulness(
+    digest: str, _data: bytes, model: str, _model: LoadedModel, layer: str, target: int, method: str, _map: np.ndarray
+) -> FaithfulnessCurves:
+    """Deletion and insertion curves of the map ``_map`` (identified by the other arguments)."""
+    picture = Image.fromarray(cache.decode_image(digest, _data))
+    return trust.deletion_insertion(_model, picture, _map, target)
+
+
+@st.cache_resource(show_spinner="Copying the model with random top layers…", max_entries=2, ttl=3600)
+def randomized(model: str, _model: LoadedModel, layer: str) -> RandomizedModel:
+    """A copy of ``_model`` with every layer from ``layer`` to the output re-initialised (made once, shared)."""
+    return trust.randomized_copy(_model, layer)
+
+
+@st.cache_data(show_spinner="Explaining with the randomised model…", max_entries=64, ttl=3600)
+def sanity(digest: str, _data: bytes, model: str, _model: LoadedModel, layer: str, target: int, method: str) -> SanityCheck:
+    """The sanity check of this explanation against the randomised copy of the model."""
+    picture = Image.fromarray(cache.decode_image(digest, _data))
+    copy = randomized(model, _model, layer)
+    return trust.sanity_check(_model, picture, layer, target, method, randomized=copy)
+
+
+def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, size: tuple[int, int]) -> None:
+    """The three checks for the explanation on screen."""
+    st.caption(
+        f"Three ways to question the map for **{plain(result.target.label)}** before trusting it. "
+        "Passing them does not prove the model right; failing one is a reason for doubt."
+    )
+    key = (settings.image.digest, settings.image.data, model.name, model, result.layer, result.target.index,
+           result.method)
+    with reported_errors("measuring faithfulness"):
+        faithfulness_section(faithfulness(*key, result.raw_map))
+    st.divider()
+    with reported_errors("running the sanity check"):
+        sanity_section(sanity(*key), result, settings, image, size)
+    st.divider()
+    with reported_errors("checking the region"):
+        region_section(result, settings, image, size)
+
+
+def faithfulness_section(curves: FaithfulnessCurves) -> None:
+    """Both curves with their random-order baselines, and the areas under them."""
+    st.subheader("Faithfulness: delete or reveal the hottest pixels first", anchor=False)
+    chart, numbers = st.columns([3, 1], gap="large")
+    with chart:
+        st.plotly_chart(figures.curves_figure(curves), config={"displayModeBar": False}, key="trust-curves")
+    with numbers:
+        st.metric("Deletion AUC (lower is better)", f"{curves.deletion_auc:.3f}",
+                  f"{curves.deletion_auc - curves.random_deletion_auc:+.3f} vs random", delta_color="inverse")
+        st.metric("Insertion AUC (higher is better)", f"{curves.insertion_auc:.3f}",
+                  f"{curves.insertion_auc - curves.random_insertion_auc:+.3f} vs random")
+    verdict = (
+        "The map orders the pixels better than chance in both directions."
+        if curves.beats_random
+        else "The map does **not** beat a random order in both directions: treat it with caution."
+    )
+    st.caption(
+        "Pixels are replaced by a blurred copy of the image, hottest first (deletion) or revealed on the blurred "
+        f"copy hottest first (insertion); dashed lines use a random order. {verdict}"
+    )
+
+
+def sanity_section(check: SanityCheck, result: Result, settings: Settings, image: np.ndarray, size: tuple[int, int]) -> None:
+    """The real map beside the randomised model's map, their similarity and the flag."""
+    st.subheader("Sanity check: the same map from a model that learned nothing at the top", anchor=False)
+    height = figures.panel_height(size, width=380)
+    real, fake, verdict = st.columns([2, 2, 1], gap="medium")
+    for column, title, raw, name in (
+        (real, "This model", check.real_map, "real"),
+        (fake, f"Top {len(check.randomized_modules)} layers randomised", check.random_map, "random"),
+    ):
+        with column:
+            st.markdown(f"**{title}**")
+            st.plotly_chart(
+                figures.heatmap_figure(raw, size, settings.colormap, height, "evidence",
+                                       background=image, opacity=max(settings.alpha, 0.05)),
+                config=figures.plot_config(),
+                key=f"sanity-{name}",
+            )
+    with verdict:
+        st.metric("Similarity (rank correlation)", f"{check.similarity:.2f}")
+        if check.suspicious:
+            st.warning(
+                f"The map barely changes when the learned weights are destroyed (similarity above "
+                f"{check.threshold:.1f}): it may show the image's structure rather than the model's reasoning.",
+                icon=":material/flag:",
+            )
+        else:
+            st.success("The map depends on what the model learned.", icon=":material/check_circle:")
+    st.caption(
+        f"Re-initialised: {', '.join(f'`{name}`' for name in check.randomized_modules[:4])}"
+        + (" …" if len(check.randomized_modules) > 4 else "")
+        + f" (from the output down to layer `{check.layer}`)."
+    )
+
+
+def region_section(result: Result, settings: Settings, image: np.ndarray, size: tuple[int, int]) -> None:
+    """Draw a box or lasso on the overlay, or upload a mask; report the heat share and the pointing game."""
+    st.subheader("Region check: is the heat where it should be?", anchor=False)
+    drawing, report = st.columns([2, 1], gap="large")
+    with drawing:
+        event = st.plotly_chart(
+            figures.heatmap_figure(result.raw_map, size, settings.colormap, figures.panel_height(size, 520),
+                                   "evidence", background=image, opacity=max(settings.alpha, 0.05)),
+            config={**figures.plot_config(), "modeBarButtonsToRemove": ["autoScale2d", "toImage"]},
+            on_select="rerun",
+            selection_mode=("box", "lasso"),
+            key=f"region-{settings.image.digest[:16]}",
+        )
+        st.caption("Choose *Box select* or *Lasso select* in the chart's toolbar and draw the region.")
+    with report:
+        upload = st.file_uploader(
+            "…or upload a mask", type=["png", "bmp", "tif", "tiff"], key="region-mask",
+            help="A black-and-white picture the size of the image; white marks the region.",
+        )
+        shape = image.shape[:2]
+        mask = uploaded_mask(upload.getvalue(), size, shape) if upload is not None else drawn_mask(event, size, shape)
+        if mask is None:
+            st.info("Draw or upload a region to check.", icon=":material/draw:")
+            return
+        check = core.region_check(result.heatmap_at(shape), mask)
+        st.metric("Heat inside the region", f"{check.heat_share:.0%}",
+                  f"{check.heat_share - check.area_share:+.0%} vs a uniform map")
+        st.metric("Peak inside the region", "yes" if check.peak_inside else "no")
+        st.caption(f"The region covers {check.area_share:.0%} of the image; a map that ignored it would put that "
+                   "share of its heat there.")
+
+
+def drawn_mask(event: object, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray | None:
+    """The boxes and lassos of a Plotly selection event (in pixels of the ``size`` image) as a mask of ``shape``."""
+    selection = getattr(event, "selection", None) or {}
+    width, height = size
+    scale = np.array([shape[1] / width, shape[0] / height])
+    mask = np.zeros(shape, np.uint8)
+    for box in selection.get("box", []):
+        (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) * scale
+        cv2.fillPoly(mask, [np.round(corners).astype(np.int32)], 1)
+    for lasso in selection.get("lasso", []):
+        points = np.column_stack([lasso["x"], lasso["y"]]) * scale
+        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1)
+    return mask.astype(bool) if mask.any() else None
+
+
+def uploaded_mask(data: bytes, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """An uploaded mask picture as a boolean mask of ``shape`` (it must have the image's ``size``)."""
+    picture = core.load_image(data).convert("L")
+    if picture.size != size:
+        raise core.ImageError(
+            f"The mask is {picture.width} × {picture.height} px but the image is {size[0]} × {size[1]} px; "
+            "upload a mask of the same size."
+        )
+    grey = cv2.resize(np.asarray(picture), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return grey > 127
