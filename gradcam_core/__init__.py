@@ -14,12 +14,13 @@ from .custom import custom_architectures, load_custom_model
 from .dicom import DicomImage, Window, is_dicom, read_dicom, render_frame
 from .errors import GradCamError, ImageError, LayerError, ModelError, ModelUnavailableError, TargetError
 from .explain import Explanation, explain, heatmap_from_map
+from .guided import GUIDED_ACTIVATIONS, GuidedExplanation, explain_guided, guide, guided_backprop, guided_gradcam
 from .imaging import load_image
 from .layers import LayerInfo, candidate_layers, resolve_layer
 from .methods import METHODS, CamMethod
 from .models import DEFAULT_MODEL, MODELS, LoadedModel, ModelStatus, available_models, load_model
 from .preprocess import Preprocessing, to_input
-from .render import COLORMAPS, colorize, overlay
+from .render import COLORMAPS, colorize, gradient_magnitude, gradient_to_rgb, overlay
 from .report import build_report, weights_sha256
 from .targets import Prediction, resolve_class, top_predictions
 from . import teaching
@@ -38,6 +39,14 @@ from .trust import (
 )
 
 __all__ = [
+    "GUIDED_ACTIVATIONS",
+    "GuidedExplanation",
+    "explain_guided",
+    "gradient_magnitude",
+    "gradient_to_rgb",
+    "guide",
+    "guided_backprop",
+    "guided_gradcam",
     "FaithfulnessCurves",
     "RandomizedModel",
     "RegionCheck",

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m gradcam_core IMAGE... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS]
+    python -m gradcam_core IMAGE... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
     python -m gradcam_core IMAGE... --out DIR --weights FILE --architecture NAME --labels FILE [--activation sigmoid]
     python -m gradcam_core --list-models
     python -m gradcam_core --list-layers MODEL
@@ -25,10 +25,11 @@ import numpy as np
 from .custom import load_custom_model
 from .errors import GradCamError, ImageError
 from .explain import Explanation, explain
+from .guided import guide
 from .layers import resolve_layer
 from .methods import METHODS
 from .models import DEFAULT_MODEL, LoadedModel, available_models, load_model
-from .render import COLORMAPS, DEFAULT_COLORMAP, colorize, overlay, to_png_bytes
+from .render import COLORMAPS, DEFAULT_COLORMAP, colorize, gradient_to_rgb, overlay, to_png_bytes
 from .targets import Prediction, resolve_class
 
 __all__ = ["main"]
@@ -81,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity in [0, 1] (default: 0.5)")
     parser.add_argument(
         "--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP, help="heatmap colours (default: jet)"
+    )
+    parser.add_argument(
+        "--guided", action="store_true", help="also write Guided Grad-CAM (guided backpropagation x the map) as a PNG"
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar even if stderr is no terminal")
     custom = parser.add_argument_group("your own model (instead of --model)")
@@ -180,6 +184,8 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
         try:
             result = explain(path, loaded, layer, target, args.method)
             outputs = _write_outputs(result, args.out, stem, args.alpha, args.colormap)
+            if args.guided:
+                outputs.update(_write_guided(result, loaded, args.out, stem))
         except ImageError as exc:
             message = str(exc)
         except OSError as exc:
@@ -236,6 +242,13 @@ def _write_outputs(result: Explanation, out: Path, stem: str, alpha: float, colo
     (out / names["heatmap"]).write_bytes(to_png_bytes(colorize(result.heatmap, colormap)))
     np.save(out / names["heatmap_npy"], result.heatmap, allow_pickle=False)
     return names
+
+
+def _write_guided(result: Explanation, loaded: LoadedModel, out: Path, stem: str) -> dict[str, str]:
+    """Write the Guided Grad-CAM picture (zero is grey); return its file name."""
+    name = f"{stem}_guided_gradcam.png"
+    (out / name).write_bytes(to_png_bytes(gradient_to_rgb(guide(result, loaded).guided_gradcam)))
+    return {"guided_gradcam": name}
 
 
 def _prediction(prediction: Prediction) -> dict[str, Any]:

@@ -20,6 +20,8 @@ __all__ = [
     "DEFAULT_COLORMAP",
     "blend_colored",
     "colorize",
+    "gradient_magnitude",
+    "gradient_to_rgb",
     "heatmap_to_uint8",
     "overlay",
     "to_png_bytes",
@@ -148,6 +150,45 @@ def overlay(
     return blend_colored(rgb, colorize(heat, colormap), alpha)
 
 
+def gradient_to_rgb(gradient: np.ndarray, percentile: float = 99.0) -> np.ndarray:
+    """Show a signed gradient (e.g. guided backpropagation) as an image: zero is mid-grey.
+
+    Each value is divided by the ``percentile`` of ``|gradient|`` over the whole image, so that a few
+    extreme pixels do not wash the rest out, then mapped from [-1, 1] to 0..255 (beyond: clipped).
+
+    Args:
+        gradient: Float array (H, W, 3).
+        percentile: Percentile of the absolute values shown at full contrast, in (0, 100].
+
+    Returns:
+        uint8 RGB array (H, W, 3); uniform grey for an all-zero gradient.
+
+    Raises:
+        ValueError: Malformed gradient or percentile.
+    """
+    values = _as_gradient(gradient)
+    scale = _robust_scale(np.abs(values), percentile)
+    return _unit_to_uint8(values * np.float32(0.5 / scale) + np.float32(0.5))
+
+
+def gradient_magnitude(gradient: np.ndarray, percentile: float = 99.0) -> np.ndarray:
+    """Per-pixel strength of a gradient: the largest absolute value over the channels, scaled to [0, 1].
+
+    Args:
+        gradient: Float array (H, W, 3).
+        percentile: Percentile of the magnitudes mapped to 1.0 (larger ones are clipped), in (0, 100].
+
+    Returns:
+        float32 array (H, W) in [0, 1], ready for :func:`colorize` or :func:`overlay`.
+
+    Raises:
+        ValueError: Malformed gradient or percentile.
+    """
+    magnitude = np.abs(_as_gradient(gradient)).max(axis=2)
+    scale = _robust_scale(magnitude, percentile)
+    return np.clip(magnitude / np.float32(scale), 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def to_png_bytes(array: np.ndarray, *, compress_level: int = 6) -> bytes:
     """Encode a uint8 array (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA as PNG.
 
@@ -219,6 +260,25 @@ def _check_alpha(alpha: float) -> float:
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return value
+
+
+def _as_gradient(gradient: np.ndarray) -> np.ndarray:
+    arr = np.asarray(gradient)
+    if arr.ndim != 3 or arr.shape[2] != 3 or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"gradient must be a float array of shape (H, W, 3), got {arr.dtype} {arr.shape}")
+    return np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _robust_scale(magnitudes: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` of non-negative ``magnitudes`` (their maximum if that is 0; 1.0 if all are 0)."""
+    if isinstance(percentile, bool) or not isinstance(percentile, Real) or not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    if magnitudes.size == 0:
+        return 1.0
+    scale = float(np.percentile(magnitudes, percentile))
+    if scale <= 0.0:  # sparse gradients: most pixels exactly zero
+        scale = float(magnitudes.max())
+    return scale if scale > 0.0 else 1.0
 
 
 def _as_2d(heatmap: np.ndarray) -> np.ndarray:

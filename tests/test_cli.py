@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam_core import MODELS, LoadedModel, available_models, explain, load_model, overlay
+from gradcam_core import (
+    MODELS,
+    LoadedModel,
+    available_models,
+    explain,
+    explain_guided,
+    gradient_to_rgb,
+    load_model,
+    overlay,
+)
 from gradcam_core import cli
 from gradcam_core.cli import main
 
@@ -122,6 +131,17 @@ def test_target_by_name(tmp_path: Path, model: LoadedModel, capsys: pytest.Captu
     assert (entry["target"]["index"], entry["target"]["label"]) == (967, "espresso")
     expected = explain(CHELSEA, model, target="espresso").heatmap
     assert np.array_equal(np.load(tmp_path / "chelsea_heatmap.npy"), expected)
+
+
+def test_guided_writes_guided_gradcam(tmp_path: Path, model: LoadedModel) -> None:
+    assert main([str(CHELSEA), "--guided", "--target", "tabby", "--out", str(tmp_path)]) == 0
+    outputs = _summary(tmp_path)["images"][0]["outputs"]
+    assert outputs["guided_gradcam"] == "chelsea_guided_gradcam.png"
+    assert all((tmp_path / name).is_file() for name in outputs.values())
+    expected = gradient_to_rgb(explain_guided(CHELSEA, model, target="tabby").guided_gradcam)
+    with Image.open(tmp_path / "chelsea_guided_gradcam.png") as png:
+        assert (png.mode, png.size) == ("RGB", (451, 300))
+        assert np.array_equal(np.asarray(png), expected)
 
 
 @pytest.mark.parametrize(
