@@ -12,6 +12,8 @@ How it stays fast and free of side effects:
   so many threads can explain with one shared model at once without a global lock.
 * The model runs in eval mode; a model in training mode is switched under a per-model lock and every
   submodule's flag is restored afterwards.
+* The leaf is the layer's output as an ``(N, C, h, w)`` map whatever its layout (channels-last maps of Swin,
+  tokens of a vision transformer; see :mod:`gradcam_core.layouts`), so every method works on it unchanged.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import LayerError, TargetError
+from .errors import LayerError, ModelError, TargetError
 from .layers import resolve_layer
+from .layouts import Layout, LayoutTracker, from_map, to_map
 from .methods import CamInputs, get_method
 from .modes import eval_mode
+from .targets import ACTIVATIONS, probabilities
 
 __all__ = ["CamTrace", "compute_cam", "trace_cam"]
 
@@ -45,7 +49,8 @@ class CamTrace:
         logits: ``(N, C)`` scores before softmax.
         targets: ``(N,)`` class index explained for each image.
         scores: ``(N,)`` y^c, the explained class score before softmax.
-        activations: ``(N, K, h, w)`` the layer's output A.
+        activations: ``(N, K, h, w)`` the layer's output A, as a channels-first map (a vision transformer's
+            patch tokens on their grid, the class token left out).
         gradients: ``(N, K, h, w)`` dy^c/dA.
         weights: the method's weights, broadcastable to ``(N, K, h, w)`` (``(N, K, 1, 1)`` for Grad-CAM).
         weighted_sum: ``(N, h, w)`` sum_k weights_k * A^k, before the ReLU.
@@ -73,6 +78,7 @@ def compute_cam(
     *,
     progress: Progress | None = None,
     batch_size: int = 32,
+    activation: str = "softmax",
 ) -> Tensor:
     """Raw class activation maps at the layer's resolution (after ReLU, before upsampling/normalisation).
 
@@ -85,15 +91,21 @@ def compute_cam(
         progress: Called as ``progress(done, total)`` by methods that run many forward passes; an exception
             it raises stops the computation cleanly (that is how a caller cancels).
         batch_size: Masked inputs per forward pass for such methods.
+        activation: How the model's logits become probabilities, for methods that score masked inputs
+            (Score-CAM): ``"softmax"`` (single-label) or ``"sigmoid"`` (multi-label).
 
     Returns:
         ``(N, h, w)`` float tensor, detached.
 
     Raises:
-        LayerError: the layer is unknown, unused, called more than once or not a 4-D feature map.
+        LayerError: the layer is unknown, unused, called more than once, not a feature map (4-D, or a vision
+            transformer's tokens) or cannot change the class score.
         TargetError: a class index is out of range or the number of targets does not match the batch.
+        ModelError: the activation is neither softmax nor sigmoid.
     """
-    return trace_cam(model, inputs, layer, targets, method, progress=progress, batch_size=batch_size).cam
+    return trace_cam(
+        model, inputs, layer, targets, method, progress=progress, batch_size=batch_size, activation=activation
+    ).cam
 
 
 def trace_cam(
@@ -105,14 +117,17 @@ def trace_cam(
     *,
     progress: Progress | None = None,
     batch_size: int = 32,
+    activation: str = "softmax",
 ) -> CamTrace:
     """Like :func:`compute_cam` but returns every intermediate (see :class:`CamTrace`)."""
     cam_method = get_method(method)
+    if activation not in ACTIVATIONS:
+        raise ModelError(f"Unknown activation {activation!r}; choose softmax (single-label) or sigmoid (multi-label).")
     layer_name, module = resolve_layer(model, layer)
     if inputs.is_inference():
         inputs = inputs.clone()
     with eval_mode(model), torch.inference_mode(False):
-        capture = _LayerCapture(module, layer_name)
+        capture = _LayerCapture(model, module, layer_name)
         try:
             with torch.no_grad():
                 logits = model(inputs)
@@ -129,7 +144,7 @@ def trace_cam(
         activations = activations.detach()
 
         def masked_scores(maps: Tensor) -> Tensor:
-            return _masked_scores(model, inputs, target_idx, maps, batch_size, progress)
+            return _masked_scores(model, inputs, target_idx, maps, batch_size, progress, activation)
 
         weights = cam_method.weights(CamInputs(activations, gradients, masked_scores))
     weighted_sum = (weights * activations).sum(dim=1)
@@ -147,9 +162,15 @@ def trace_cam(
 
 
 def _masked_scores(
-    model: nn.Module, inputs: Tensor, targets: Tensor, maps: Tensor, batch_size: int, progress: Progress | None
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    maps: Tensor,
+    batch_size: int,
+    progress: Progress | None,
+    activation: str,
 ) -> Tensor:
-    """Target-class softmax probabilities of ``inputs[n] * mask`` for every map of every image (Score-CAM).
+    """Target-class probabilities (softmax or sigmoid) of ``inputs[n] * mask`` for every map of every image (Score-CAM).
 
     Each map is upsampled bilinearly to the input size and min-max scaled to [0, 1]. A constant map has no
     region to show and scores 0 without a forward pass, as in the Score-CAM authors' code. Masks are made
@@ -168,8 +189,8 @@ def _masked_scores(
                 masks = torch.nn.functional.interpolate(maps[n, chunk, None], size=size, mode="bilinear")
                 low = masks.amin(dim=(2, 3), keepdim=True)
                 span = (masks.amax(dim=(2, 3), keepdim=True) - low).clamp_min(torch.finfo(masks.dtype).tiny)
-                probabilities = model(inputs[n : n + 1] * ((masks - low) / span)).softmax(dim=1)
-                scores[n, chunk] = probabilities[:, targets[n]]
+                logits = model(inputs[n : n + 1] * ((masks - low) / span))
+                scores[n, chunk] = probabilities(logits, activation)[:, targets[n]].to(scores.dtype)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
@@ -177,12 +198,19 @@ def _masked_scores(
 
 
 class _LayerCapture:
-    """A one-shot forward hook that swaps the layer's output for a leaf tensor, in the registering thread only."""
+    """A one-shot forward hook that swaps the layer's output for a leaf tensor, in the registering thread only.
 
-    def __init__(self, module: nn.Module, name: str) -> None:
+    The leaf is the output as an ``(N, C, h, w)`` map (channels-last maps permuted, a vision transformer's patch
+    tokens laid on their grid); the rest of the model runs on a copy rebuilt in the output's own layout.
+    """
+
+    def __init__(self, model: nn.Module, module: nn.Module, name: str) -> None:
         self._name = name
         self._thread = threading.get_ident()
         self._leaf: Tensor | None = None
+        self._layout: Layout | None = None
+        self._attentions_before = 0
+        self._tracker = LayoutTracker(model)  # first: its hooks must see a Permute target before ours does
         self._handle = module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, args: object, output: object) -> Tensor | None:
@@ -192,12 +220,17 @@ class _LayerCapture:
             raise LayerError(
                 f"Layer {self._name!r} runs more than once in the model's forward pass; pick another layer."
             )
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            raise LayerError(f"Layer {self._name!r} does not output a 4-D feature map; pick another layer.")
-        self._leaf = output.detach().requires_grad_(True)
+        layout = self._tracker.layout(output)
+        if layout is None:
+            raise LayerError(
+                f"Layer {self._name!r} does not output a 4-D feature map or vision transformer tokens; "
+                "pick another layer."
+            )
+        self._layout, self._attentions_before = layout, self._tracker.attention_calls
+        self._leaf = to_map(output, layout, self._tracker.grid).detach().requires_grad_(True)
         torch.set_grad_enabled(True)  # thread-local; restored by the caller's no_grad() on exit
-        # A clone, so that an in-place op after the layer (e.g. DenseNet's relu) leaves the leaf intact.
-        return self._leaf.clone()
+        # A copy, so that an in-place op after the layer (e.g. DenseNet's relu) leaves the leaf intact.
+        return from_map(self._leaf, layout, output)
 
     def activation(self, scores: Tensor) -> Tensor:
         """The captured leaf, after checking the forward reached the layer and the scores depend on it."""
@@ -205,10 +238,16 @@ class _LayerCapture:
             raise LayerError(f"Layer {self._name!r} is not used by the model's forward pass; pick another layer.")
         if not scores.requires_grad:
             raise LayerError(f"The class score does not depend on layer {self._name!r}; pick an earlier layer.")
+        if self._layout == "tokens" and self._tracker.attention_calls == self._attentions_before:
+            raise LayerError(
+                f"No attention runs after layer {self._name!r}, so its patch tokens never reach the class token; "
+                "pick an earlier layer such as the last block's ln_1."
+            )
         return self._leaf
 
     def remove(self) -> None:
         self._handle.remove()
+        self._tracker.remove()
 
 
 def _resolve_targets(targets: Targets, logits: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ class ModelUnavailableError(ModelError):
 
 
 class LayerError(GradCamError, ValueError):
-    """A target layer name or module is unknown or not a 4-D feature map."""
+    """A target layer name or module is unknown, not a feature map, or cannot change the class score."""
 
 
 class TargetError(GradCamError, ValueError):

@@ -86,7 +86,9 @@ def explain(
     inputs = to_input(picture, loaded.preprocessing)
     class_index = None if target is None else resolve_class(target, loaded.categories)
     layer_name = layer or loaded.default_layer
-    trace = trace_cam(loaded.model, inputs, layer_name, class_index, method, progress=progress)
+    trace = trace_cam(
+        loaded.model, inputs, layer_name, class_index, method, progress=progress, activation=loaded.activation
+    )
     raw_map = trace.cam[0].numpy().astype(np.float32)
     logits = trace.logits[0]
     predictions = top_predictions(logits, loaded.categories, k=top_k, activation=loaded.activation)

@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops.misc import Permute
 
 from .errors import LayerError
+from .layouts import Layout, LayoutTracker, to_map
 from .modes import eval_mode
 
-__all__ = ["LayerInfo", "candidate_layers", "resolve_layer"]
+__all__ = ["LayerInfo", "candidate_layers", "probe_forward", "resolve_layer"]
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A module whose output is a 4-D feature map.
+    """A module whose output is a feature map.
 
     Attributes:
         name: Dotted module name, e.g. ``"layer4"`` or ``"features.29"``.
         kind: The module's class name, e.g. ``"Sequential"``.
-        shape: Output shape ``(channels, height, width)`` for the probe input.
+        shape: Shape ``(channels, height, width)`` of the output as a feature map, for the probe input.
+        layout: How the output holds that map: ``"nchw"``, ``"nhwc"`` (channels-last, as in Swin) or
+            ``"tokens"`` (a vision transformer's patch tokens); see :mod:`gradcam_core.layouts`.
     """
 
     name: str
     kind: str
     shape: tuple[int, int, int]
+    layout: Layout = "nchw"
 
     def describe(self) -> str:
         """Human-readable label such as ``layer4 (Sequential) · 2048×7×7``."""
@@ -55,10 +61,14 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
 
 
 def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 224)) -> list[LayerInfo]:
-    """Modules whose output is a 4-D feature map (more than 1×1), in the order the forward pass produces them.
+    """Modules whose output is a feature map (more than 1×1), in the order the forward pass produces them.
 
-    Modules called more than once per forward (a shared activation, say) are left out: their output is
-    ambiguous as a target; so are placeholders that only pass or pad their input (identity, dropout, padding). The model is probed with one forward pass without gradients, in eval mode.
+    Channels-first and channels-last 4-D maps count, and so do a vision transformer's tokens, seen as a map on
+    the patch grid (see :mod:`gradcam_core.layouts`). Modules called more than once per forward (a shared
+    activation, say) are left out: their output is ambiguous as a target; so are placeholders that only pass,
+    pad or permute their input (identity, dropout, padding, permute), and transformer layers after the last
+    attention, whose patch tokens never reach the class token. The model is probed with one forward pass
+    without gradients, in eval mode.
 
     Args:
         model: The classifier.
@@ -66,32 +76,74 @@ def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 2
     """
     if not isinstance(probe, Tensor):
         probe = torch.zeros(1, 3, *probe)
+    tracker = LayoutTracker(model)
+    seen: dict[str, tuple[LayerInfo, int]] = {}
+
+    def observe(name: str, module: nn.Module, output: object) -> None:
+        layout = tracker.layout(output)
+        if layout is None or name in seen or _is_placeholder(module):
+            return
+        shape = tuple(to_map(output, layout, tracker.grid).shape[1:])
+        if shape[1] * shape[2] > 1:
+            seen[name] = LayerInfo(name, type(module).__name__, shape, layout), tracker.attention_calls
+
+    try:
+        calls = probe_forward(model, probe, observe)
+    finally:
+        tracker.remove()
+    return [
+        info
+        for name, (info, attentions) in seen.items()
+        if calls[name] == 1 and (info.layout != "tokens" or attentions < tracker.attention_calls)
+    ]
+
+
+def probe_forward(
+    model: nn.Module, probe: Tensor, observe: Callable[[str, nn.Module, object], None] | None = None
+) -> dict[str, int]:
+    """Run ``probe`` through ``model`` once, in eval mode without gradients, watching every named module.
+
+    The hooks act in the calling thread only, so other threads may use the model meanwhile, and are removed
+    before returning.
+
+    Args:
+        model: The model.
+        probe: An input batch.
+        observe: Called as ``observe(name, module, output)`` each time a module returns.
+
+    Returns:
+        How many times each module ran, by dotted name, in the order the modules were first entered.
+    """
     thread = threading.get_ident()
-    seen: dict[str, LayerInfo] = {}
     calls: dict[str, int] = {}
 
-    def record(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            if threading.get_ident() != thread:
-                return
-            calls[name] = calls.get(name, 0) + 1
-            if _is_feature_map(output) and name not in seen:
-                seen[name] = LayerInfo(name, type(module).__name__, tuple(output.shape[1:]))
+    def entered(name: str):
+        def hook(module: nn.Module, args: object) -> None:
+            if threading.get_ident() == thread:
+                calls[name] = calls.get(name, 0) + 1
 
         return hook
 
-    handles = [
-        module.register_forward_hook(record(name))
-        for name, module in model.named_modules()
-        if name and not _is_placeholder(module)
-    ]
+    def returned(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if threading.get_ident() == thread:
+                observe(name, module, output)
+
+        return hook
+
+    handles = []
     try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_pre_hook(entered(name)))
+                if observe is not None:
+                    handles.append(module.register_forward_hook(returned(name)))
         with eval_mode(model), torch.no_grad():
             model(probe)
     finally:
         for handle in handles:
             handle.remove()
-    return [info for name, info in seen.items() if calls[name] == 1]
+    return calls
 
 
 _PLACEHOLDERS = (
@@ -102,14 +154,10 @@ _PLACEHOLDERS = (
     nn.ConstantPad2d,
     nn.ReflectionPad2d,
     nn.ReplicationPad2d,
+    Permute,
 )
 
 
 def _is_placeholder(module: nn.Module) -> bool:
-    """True for modules whose output is their input, or a padded copy of it (not worth explaining)."""
+    """True for modules whose output is their input, or a padded or permuted copy of it (not worth explaining)."""
     return isinstance(module, _PLACEHOLDERS) or type(module).__name__ == "Identity"
-
-
-def _is_feature_map(output: object) -> bool:
-    """A 4-D tensor with more than one spatial location (a 1×1 map has nothing to localise)."""
-    return isinstance(output, Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1

@@ -26,9 +26,9 @@ class CamInputs:
     Attributes:
         activations: ``(N, K, h, w)`` the layer's output A.
         gradients: ``(N, K, h, w)`` dy^c/dA of each image's target class score.
-        masked_scores: ``maps (N, M, h, w) -> (N, M)``: each image's target-class softmax probability when its
-            input is multiplied by each map, upsampled to the input size and min-max scaled to [0, 1]
-            (Score-CAM's masks); batched, reports progress.
+        masked_scores: ``maps (N, M, h, w) -> (N, M)``: each image's target-class probability (softmax, or
+            sigmoid for a multi-label model) when its input is multiplied by each map, upsampled to the input
+            size and min-max scaled to [0, 1] (Score-CAM's masks); batched, reports progress.
     """
 
     activations: Tensor
@@ -98,8 +98,9 @@ def _layercam_weights(inputs: CamInputs) -> Tensor:
 
 
 def _scorecam_weights(inputs: CamInputs) -> Tensor:
-    """Score-CAM (Wang et al. 2020, alg. 1): alpha_k = softmax score of the class for the input masked by the
-    upsampled, min-max scaled A^k. Gradient-free; one forward pass per channel (batched)."""
+    """Score-CAM (Wang et al. 2020, alg. 1): alpha_k = probability of the class (softmax, or sigmoid for a
+    multi-label model) for the input masked by the upsampled, min-max scaled A^k. Gradient-free; one forward
+    pass per channel (batched)."""
     return inputs.masked_scores(inputs.activations)[:, :, None, None]
 
 

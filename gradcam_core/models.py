@@ -76,7 +76,8 @@ class ModelSpec:
     Attributes:
         name: Registry name.
         title: Name shown to users.
-        default_layer: Dotted name of the default target layer (the last convolutional block).
+        default_layer: Dotted name of the default target layer (the last convolutional block, or its
+            transformer counterpart).
         build: Returns the module with its weights loaded (may raise ModelUnavailableError).
         weights_file: Returns the weights' path (may raise ModelUnavailableError when absent).
         preprocessing: Returns the input preprocessing.
@@ -97,7 +98,11 @@ def imagenet_categories() -> tuple[str, ...]:
     return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def _torchvision_spec(name: str, title: str, default_layer: str, weights: WeightsEnum) -> ModelSpec:
+def _torchvision_spec(
+    name: str, title: str, default_layer: str, weights: WeightsEnum, *, square: bool = False
+) -> ModelSpec:
+    """A torchvision classifier whose weights come from the torch hub cache; ``square`` for a fixed square input."""
+
     def weights_file() -> Path:
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         if not path.is_file():
@@ -128,6 +133,7 @@ def _torchvision_spec(name: str, title: str, default_layer: str, weights: Weight
             mean=tuple(transform.mean),
             std=tuple(transform.std),
             interpolation=transform.interpolation,
+            keep_aspect=not square,
         )
 
     return ModelSpec(
@@ -157,6 +163,17 @@ def _registry() -> dict[str, ModelSpec]:
         ),
         _torchvision_spec("efficientnet_b0", "EfficientNet-B0", "features", tv.EfficientNet_B0_Weights.IMAGENET1K_V1),
         _torchvision_spec("convnext_tiny", "ConvNeXt-Tiny", "features", tv.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
+        # ViT reads only the class token after its last block, and after the last attention every token is
+        # processed on its own: the patch tokens of later layers never reach the score (zero gradients). The
+        # last block's ln_1, the input of that attention, is the deepest layer whose 14×14 tokens do.
+        _torchvision_spec(
+            "vit_b_16", "ViT-B/16", "encoder.layers.encoder_layer_11.ln_1", tv.ViT_B_16_Weights.IMAGENET1K_V1,
+            square=True,
+        ),
+        # Swin pools every position of its last stage: its final LayerNorm ("norm", 7×7, channels-last) is the
+        # last map before the pool and the linear head, where Grad-CAM equals the original CAM (like ResNet's
+        # layer4).
+        _torchvision_spec("swin_t", "Swin-T", "norm", tv.Swin_T_Weights.IMAGENET1K_V1, square=True),
     ]
     return {spec.name: spec for spec in specs}
 

@@ -48,12 +48,14 @@ def resolve_class(target: int | str, categories: Sequence[str]) -> int:
 
 
 def probabilities(logits: Tensor, activation: str = "softmax") -> Tensor:
-    """Class probabilities of one image's logits ``(C,)``: softmax (single-label) or sigmoid (multi-label)."""
-    scores = logits.detach().float().flatten()
+    """Class probabilities of logits ``(..., C)`` (one image's ``(C,)`` or a batch's ``(N, C)``), along the last
+    dimension: softmax (single-label) or sigmoid (multi-label)."""
+    scores = logits.detach()
+    scores = scores if scores.dtype == torch.float64 else scores.float()
     if activation == "sigmoid":
         return torch.sigmoid(scores)
     if activation == "softmax":
-        return torch.softmax(scores, dim=0)
+        return torch.softmax(scores, dim=-1)
     raise ValueError(f"Unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
 
 

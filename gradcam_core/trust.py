@@ -49,7 +49,7 @@ from .cam import trace_cam
 from .errors import GradCamError
 from .explain import heatmap_from_map
 from .imaging import load_image
-from .layers import resolve_layer
+from .layers import probe_forward, resolve_layer
 from .models import LoadedModel
 from .modes import eval_mode
 from .preprocess import to_input
@@ -326,7 +326,7 @@ def randomized_copy(
 
     clone = copy.deepcopy(module)
     _drop_engine_hooks(clone)
-    order = _forward_order(clone, probe)
+    order = list(probe_forward(clone, probe))  # module names in the order the forward enters them
     parameterised = [name for name in order if any(True for _ in clone.get_submodule(name).parameters(recurse=False))]
     if randomize is None:
         start = order.index(layer_name) if layer_name in order else len(order)
@@ -419,26 +419,6 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(values.size, dtype=np.float64)
     ranks[order] = (first + (sizes - 1) / 2)[group]
     return ranks
-
-
-def _forward_order(model: nn.Module, probe: Tensor) -> list[str]:
-    """Dotted names of the modules in the order the forward pass enters them (first call only)."""
-    order: dict[str, None] = {}
-
-    def record(name: str):
-        def hook(module: nn.Module, args: object) -> None:
-            order.setdefault(name, None)
-
-        return hook
-
-    handles = [module.register_forward_pre_hook(record(name)) for name, module in model.named_modules() if name]
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return list(order)
 
 
 def _reinitialise(module: nn.Module) -> None:

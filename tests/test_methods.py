@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-from gradcam_core import METHODS, compute_cam, trace_cam
+from gradcam_core import METHODS, ModelError, compute_cam, trace_cam
 from tests.tiny_models import A0, A1, feature_input, gap_linear_model, squared_sum_model
 
 SQUARES = [[1.0, 4.0], [9.0, 16.0]]  # A0 * A0
@@ -94,6 +95,45 @@ def test_scorecam_by_hand() -> None:
     trace = trace_cam(model, x, "layer", targets=1, method="scorecam")
     torch.testing.assert_close(trace.weights.flatten(), torch.tensor([s0, s1]))
     torch.testing.assert_close(trace.cam[0], expected)
+
+
+def _sigmoid(value: float) -> float:
+    return 1 / (1 + math.exp(-value))
+
+
+def test_scorecam_sigmoid_by_hand() -> None:
+    # The masked inputs' logits as in test_scorecam_by_hand; a multi-label model scores class 1 on its own:
+    # alpha_k = sigmoid(y^1) = sigmoid(15/4), sigmoid(5/2), where softmax gave sigmoid(15/4 - 5/6), ...
+    model, x = gap_linear_model([[1.0, -1.0], [2.0, 0.5]]), feature_input(A0, A1)
+    s0, s1 = _sigmoid(15 / 4), _sigmoid(5 / 2)
+    trace = trace_cam(model, x, "layer", targets=1, method="scorecam", activation="sigmoid")
+    torch.testing.assert_close(trace.weights.flatten(), torch.tensor([s0, s1]))
+    torch.testing.assert_close(trace.cam[0], torch.relu(s0 * torch.tensor(A0) + s1 * torch.tensor(A1)))
+    softmax = trace_cam(model, x, "layer", targets=1, method="scorecam")
+    assert (softmax.weights - trace.weights).abs().min() > 0.02
+
+
+def test_unknown_activation_is_refused() -> None:
+    with pytest.raises(ModelError, match=r"^Unknown activation 'relu'; choose softmax .* or sigmoid"):
+        compute_cam(gap_linear_model([[1.0, -1.0], [2.0, 0.5]]), feature_input(A0, A1), "layer", 1, activation="relu")
+
+
+def test_explain_scores_masks_with_the_models_activation(assets) -> None:
+    from gradcam_core import LoadedModel, Preprocessing, explain, load_image, to_input
+
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(
+        OrderedDict(layer=torch.nn.Conv2d(3, 4, 3), pool=torch.nn.AdaptiveAvgPool2d(1), flat=torch.nn.Flatten(),
+                    fc=torch.nn.Linear(4, 3))
+    ).eval()
+    prep = Preprocessing(size=32, keep_aspect=False)
+    loaded = LoadedModel("tiny", "Tiny", model, ("a", "b", "c"), prep, "layer", (), activation="sigmoid")
+    result = explain(assets / "chelsea.png", model=loaded, method="scorecam", target="b", keep_trace=True)
+    x = to_input(load_image(assets / "chelsea.png"), prep)
+    sigmoid = trace_cam(model, x, "layer", 1, "scorecam", activation="sigmoid")
+    softmax = trace_cam(model, x, "layer", 1, "scorecam")
+    torch.testing.assert_close(result.trace.weights, sigmoid.weights)
+    assert not torch.allclose(result.trace.weights, softmax.weights)
 
 
 def test_scorecam_skips_constant_maps_and_reports_progress() -> None:

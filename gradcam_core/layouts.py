@@ -1,0 +1,119 @@
+"""Layer output layouts: how a module's output becomes an ``(N, C, h, w)`` feature map, and back.
+
+Three layouts are understood, all decided from the model's own modules, never guessed from sizes:
+
+* ``"nchw"``: a 4-D channels-first map, the layout of convolutional networks.
+* ``"nhwc"``: a 4-D channels-last map. torchvision switches to it with a ``Permute([0, 2, 3, 1])`` module and
+  back with ``Permute([0, 3, 1, 2])`` (Swin Transformer's stages, ConvNeXt's block internals); a 4-D output is
+  channels-last when the last such module that returned before it switched to channels-last.
+* ``"tokens"``: a torchvision ``VisionTransformer``'s ``(N, 1 + h*w, D)`` sequence, class token first, the
+  patch tokens in row-major order over the ``(h, w)`` patch grid.
+
+After the transformer's last attention every token is processed on its own and only the class token is read,
+so the patch tokens of such layers cannot change the class score: :class:`LayoutTracker` counts attention
+calls so that those layers can be told apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import VisionTransformer
+from torchvision.ops.misc import Permute
+
+__all__ = ["Layout", "LayoutTracker", "from_map", "to_map"]
+
+Layout = Literal["nchw", "nhwc", "tokens"]
+
+_TO_CHANNELS_LAST = [0, 2, 3, 1]
+_TO_CHANNELS_FIRST = [0, 3, 1, 2]
+
+
+class LayoutTracker:
+    """Follows one forward pass of ``model`` in the registering thread to tell the layout of module outputs.
+
+    Forward hooks run as modules return, so a container's output gets the layout left by its last child.
+    Call :meth:`layout` from a forward hook registered after the tracker (its hooks are prepended anyway), and
+    :meth:`remove` when done.
+
+    Attributes:
+        grid: The patch grid ``(h, w)`` of the model's vision transformer, or ``None`` if it has none.
+        attention_calls: Attention modules of the vision transformer entered so far.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._thread = threading.get_ident()
+        self._channels_last: bool | None = False
+        self.attention_calls = 0
+        self.grid = _patch_grid(model)
+        self._handles = [
+            module.register_forward_hook(self._on_permute, prepend=True)
+            for module in model.modules()
+            if isinstance(module, Permute)
+        ]
+        if self.grid is not None:
+            self._handles += [
+                module.register_forward_pre_hook(self._on_attention, prepend=True)
+                for module in model.modules()
+                if isinstance(module, nn.MultiheadAttention)
+            ]
+
+    def layout(self, output: object) -> Layout | None:
+        """The layout of a module output produced now, or ``None`` if it is not a feature map."""
+        if not isinstance(output, Tensor):
+            return None
+        if output.ndim == 4:
+            return None if self._channels_last is None else ("nhwc" if self._channels_last else "nchw")
+        if output.ndim == 3 and self.grid is not None and output.shape[1] == 1 + self.grid[0] * self.grid[1]:
+            return "tokens"
+        return None
+
+    def remove(self) -> None:
+        """Remove the tracker's hooks."""
+        for handle in self._handles:
+            handle.remove()
+
+    def _on_permute(self, module: nn.Module, args: object, output: object) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        dims = list(module.dims)
+        self._channels_last = True if dims == _TO_CHANNELS_LAST else False if dims == _TO_CHANNELS_FIRST else None
+
+    def _on_attention(self, module: nn.Module, args: object) -> None:
+        if threading.get_ident() == self._thread:
+            self.attention_calls += 1
+
+
+def to_map(output: Tensor, layout: Layout, grid: tuple[int, int] | None) -> Tensor:
+    """The ``(N, C, h, w)`` feature map of a module output (a view unless tokens, whose class token is dropped)."""
+    if layout == "nhwc":
+        return output.permute(*_TO_CHANNELS_FIRST)
+    if layout == "tokens":
+        height, width = grid
+        return output[:, 1:].transpose(1, 2).reshape(output.shape[0], output.shape[2], height, width)
+    return output
+
+
+def from_map(fmap: Tensor, layout: Layout, output: Tensor) -> Tensor:
+    """A new tensor laid out like ``output``, made from the map (the inverse of :func:`to_map`).
+
+    Always a copy, so an in-place operation after the layer leaves ``fmap`` intact; a transformer's class
+    token is taken from ``output``, detached.
+    """
+    if layout == "nhwc":
+        return fmap.permute(*_TO_CHANNELS_LAST).clone(memory_format=torch.contiguous_format)
+    if layout == "tokens":
+        return torch.cat([output[:, :1].detach(), fmap.flatten(2).transpose(1, 2)], dim=1)
+    return fmap.clone()
+
+
+def _patch_grid(model: nn.Module) -> tuple[int, int] | None:
+    """The patch grid of the first torchvision VisionTransformer in ``model`` (it only takes its image size)."""
+    vit = next((module for module in model.modules() if isinstance(module, VisionTransformer)), None)
+    if vit is None:
+        return None
+    side = vit.image_size // vit.patch_size
+    return side, side
