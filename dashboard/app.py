@@ -16,7 +16,7 @@ import streamlit as st  # noqa: E402
 
 import gradcam_core as core  # noqa: E402
 from gradcam_core import LoadedModel, ModelStatus  # noqa: E402
-from dashboard import cache, compare, controls, gallery, teaching, trust_view, views  # noqa: E402
+from dashboard import cache, compare, controls, detail, gallery, teaching, trust_view, views  # noqa: E402
 from dashboard.guard import reported_errors  # noqa: E402
 from dashboard.own_model import own_model_form  # noqa: E402
 from dashboard.settings import ImageInput, OwnModel, Settings  # noqa: E402
@@ -94,6 +94,7 @@ def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ..
     with tabs["Explanation"]:
         if tabs["Explanation"].open:
             views.panels(shown, size, result, settings)
+            detail.render(shown, size, result, settings, model)
             st.divider()
             left, right = st.columns([3, 2], gap="large")
             with left:

@@ -31,11 +31,9 @@ def render(settings: Settings, model: LoadedModel, result: Result, image: np.nda
         "Put maps side by side: the evidence for one class next to another's, or what different methods or "
         "layers make of the same image. Hover over a map to read its values."
     )
-    kind_column, pick_column, scale_column = st.columns([1, 3, 1], vertical_alignment="bottom")
+    kind_column, scale_column = st.columns([3, 1], vertical_alignment="bottom")
     with kind_column:
         kind = st.segmented_control("Compare", KINDS, default=KINDS[0], key="compare-kind") or KINDS[0]
-    with pick_column:
-        variants = pick(kind, settings, model, result)
     with scale_column:
         common = st.toggle(
             "Common scale",
@@ -44,6 +42,7 @@ def render(settings: Settings, model: LoadedModel, result: Result, image: np.nda
             help="On: one colour scale in raw units for every panel, so weaker evidence looks weaker. "
             "Off: each map runs from 0 to its own peak.",
         )
+    variants = pick(kind, settings, model, result)
     if not variants:
         st.info("Pick at least one item to compare.", icon=":material/info:")
         return

@@ -49,7 +49,9 @@ def render(settings: Settings, model: LoadedModel, uploads: Sequence[ImageInput]
     rows = explained(images[:MAX_IMAGES], settings, model, same_class)
     if not rows:
         return
-    scale = max(found.strength for _, found in rows) if common else None
+    scale = (max(found.strength for _, found in rows) or None) if common else None
+    if scale:
+        st.caption(f"Common scale: red is {scale:.3g}, the strongest peak of these maps (raw units).")
     for start in range(0, len(rows), COLUMNS):
         for column, (image, found) in zip(st.columns(COLUMNS, gap="small"), rows[start : start + COLUMNS]):
             with column:

@@ -1,0 +1,193 @@
+"""The Compare, Trust checks and Gallery tabs and the Guided Grad-CAM panels, against the engine's own numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import gradcam_core  # noqa: E402
+from gradcam_core import trust  # noqa: E402
+from gradcam_core.render import gradient_to_rgb  # noqa: E402
+from dashboard import cache, detail, gallery  # noqa: E402
+from dashboard.settings import ImageInput, Settings  # noqa: E402
+
+APP = str(ROOT / "dashboard" / "app.py")
+CAT = ROOT / "assets" / "chelsea.png"
+
+
+def _assert_healthy(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _open(tab: str) -> AppTest:
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    at.session_state["view"] = tab
+    at.run()
+    _assert_healthy(at)
+    return at
+
+
+def _heatmaps(at: AppTest) -> list[dict]:
+    """The Plotly heatmap traces on the page."""
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return [trace for spec in specs for trace in spec["data"] if trace["type"] == "heatmap"]
+
+
+@pytest.fixture(scope="module")
+def model() -> gradcam_core.LoadedModel:
+    return gradcam_core.load_model()
+
+
+# ------------------------------------------------------------------------------------------------ compare
+
+
+def test_compare_classes_on_a_common_raw_scale(model) -> None:
+    at = _open("Compare")
+    chosen = at.multiselect(key=next(m.key for m in at.multiselect if m.key.startswith("compare-classes"))).value
+    found = [gradcam_core.explain(CAT, model, target=index) for index in chosen]
+    assert len(chosen) == 3
+    assert [p.index for p in found[0].predictions[:3]] == list(chosen)  # the top three by default
+    strongest = max(f.strength for f in found)
+    maps = _heatmaps(at)
+    assert len(maps) == 3 and all(m["zmax"] == pytest.approx(strongest) for m in maps)
+    captions = [c.value for c in at.caption if "peak" in c.value]
+    for caption, explanation in zip(captions, found):
+        assert f"peak **{explanation.strength:.3g}** · {explanation.strength / strongest:.0%} of the strongest" in caption
+
+    at.toggle(key="compare-common-Classes").set_value(False).run()
+    _assert_healthy(at)
+    assert [m["zmax"] for m in _heatmaps(at)] == [1.0, 1.0, 1.0]
+
+
+def test_compare_methods_and_layers(model) -> None:
+    at = _open("Compare")
+    at.segmented_control(key="compare-kind").set_value("Methods").run()
+    _assert_healthy(at)
+    assert [m.value for m in at.markdown if m.value in ("**Grad-CAM**", "**Grad-CAM++**", "**LayerCAM**")] == [
+        "**Grad-CAM**", "**Grad-CAM++**", "**LayerCAM**"]
+    assert not at.toggle(key="compare-common-Methods").value  # raw units differ between methods
+    at.segmented_control(key="compare-kind").set_value("Layers").run()
+    _assert_healthy(at)
+    names = [info.name for info in model.layers]
+    titles = [m.value.strip("*").replace("\\_", "_") for m in at.markdown]
+    shown = [title for title in titles if title in names]
+    assert shown == names[-3:]
+
+
+# ------------------------------------------------------------------------------------------------ trust
+
+
+def test_trust_checks_show_the_engines_numbers(model) -> None:
+    at = _open("Trust checks")
+    explanation = gradcam_core.explain(CAT, model)
+    curves = trust.deletion_insertion(model, gradcam_core.load_image(CAT), explanation.raw_map, explanation.target.index)
+    sanity = trust.sanity_check(model, gradcam_core.load_image(CAT))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Deletion AUC (lower is better)"] == f"{curves.deletion_auc:.3f}"
+    assert metrics["Insertion AUC (higher is better)"] == f"{curves.insertion_auc:.3f}"
+    assert metrics["Similarity (rank correlation)"] == f"{sanity.similarity:.2f}"
+    assert any("Draw or upload a region" in i.value for i in at.info)
+
+
+def _mask_png(size: tuple[int, int], box: tuple[int, int, int, int]) -> bytes:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, box)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_region_check_with_an_uploaded_mask(model) -> None:
+    at = _open("Trust checks")
+    picture = gradcam_core.load_image(CAT)
+    at.file_uploader(key="region-mask").upload("mask.png", _mask_png(picture.size, (0, 0, picture.width // 2, picture.height))).run()
+    _assert_healthy(at)
+    heatmap = gradcam_core.explain(CAT, model).heatmap
+    left = np.zeros(heatmap.shape, bool)
+    left[:, : picture.width // 2] = True
+    expected = trust.region_check(heatmap, left)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Heat inside the region"] == f"{expected.heat_share:.0%}"
+    assert metrics["Peak inside the region"] == ("yes" if expected.peak_inside else "no")
+
+
+def test_region_mask_of_the_wrong_size_gives_one_sentence() -> None:
+    at = _open("Trust checks")
+    at.file_uploader(key="region-mask").upload("mask.png", _mask_png((50, 40), (0, 0, 25, 40))).run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert "same size" in error and "\n" not in error
+
+
+# ------------------------------------------------------------------------------------------------ gallery
+
+
+def test_gallery_of_uploads_including_dicom(model) -> None:
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    files = [
+        ("cat.png", CAT.read_bytes(), "image/png"),
+        ("=HYPERLINK(evil).png", (ROOT / "assets" / "coffee.png").read_bytes(), "image/png"),
+        ("Doe^John.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes(), "application/dicom"),
+    ]
+    at.file_uploader(key="upload").set_value(files).run()
+    at.session_state["view"] = "Gallery"
+    at.run()
+    _assert_healthy(at)
+    assert len(at.get("image")) == 3
+    captions = "\n".join(c.value for c in at.caption)
+    assert "CT image, frame 1 of 1" in captions and "Doe" not in captions
+    coffee = gradcam_core.explain(ROOT / "assets" / "coffee.png", model)
+    assert f"{coffee.predictions[0].label} {coffee.predictions[0].probability:.1%}" in captions
+    assert at.selectbox(key="chosen-upload").options == [name for name, _, _ in files]
+
+
+def test_gallery_csv_is_safe_for_spreadsheets(model) -> None:
+    image = ImageInput.from_bytes("=cmd|' /C calc'!A0", (ROOT / "assets" / "coffee.png").read_bytes())
+    settings = Settings(image, model.name, model.default_layer, None, "gradcam", 0.5, "jet")
+    result = cache.explain(settings, model)
+    rows = list(csv.reader(io.StringIO(gallery.table([(image, result)], model))))
+    assert rows[0][:4] == ["image", "sha256", "model", "top_class"]
+    assert rows[1][0] == "'=cmd|' /C calc'!A0"
+    assert rows[1][3] == result.predictions[0].label == "espresso"
+    assert float(rows[1][8]) == pytest.approx(result.strength, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ guided
+
+
+def test_guided_gradcam_panels_match_the_engine(model) -> None:
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    at.toggle(key="guided").set_value(True).run()
+    _assert_healthy(at)
+    titles = [m.value for m in at.markdown]
+    assert "**Guided backpropagation**" in titles and "**Guided Grad-CAM**" in titles
+    image_input = ImageInput.from_bytes("Cat", CAT.read_bytes())
+    settings = Settings(image_input, model.name, model.default_layer, None, "gradcam", 0.5, "jet")
+    result = cache.explain(settings, model)
+    shown = cache.display_image(image_input.digest, image_input.data)
+    backprop, guided = detail.guided_pictures(
+        image_input.digest, model.name, result.layer, result.target.index, "gradcam", result, model, shown
+    )
+    engine = gradcam_core.guide(result.explanation(np.asarray(shown)), model)
+    assert np.array_equal(backprop, gradient_to_rgb(engine.guided_backprop))
+    assert np.array_equal(guided, gradient_to_rgb(engine.guided_gradcam))
+    assert guided.shape == shown.shape and (guided != 128).any()
