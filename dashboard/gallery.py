@@ -51,7 +51,7 @@ def render(settings: Settings, model: LoadedModel, uploads: Sequence[ImageInput]
         return
     scale = (max(found.strength for _, found in rows) or None) if common else None
     if scale:
-        st.caption(f"Common scale: red is {scale:.3g}, the strongest peak of these maps (raw units).")
+        st.caption(f"Common scale: the top colour is {scale:.3g}, the strongest peak of these maps (raw units).")
     for start in range(0, len(rows), COLUMNS):
         for column, (image, found) in zip(st.columns(COLUMNS, gap="small"), rows[start : start + COLUMNS]):
             with column:
