@@ -6,8 +6,6 @@ later costs nothing. A CSV of the predictions and peaks is one click away.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -15,6 +13,7 @@ import streamlit as st
 
 from gradcam_core import LoadedModel, heatmap_from_map
 from gradcam_core.render import overlay
+from gradcam_core.tables import csv_table
 
 from . import cache, controls
 from .cache import Result
@@ -58,7 +57,7 @@ def render(settings: Settings, model: LoadedModel, uploads: Sequence[ImageInput]
                 thumbnail(image, found, settings, scale)
     st.download_button(
         "Predictions CSV",
-        lambda: table(rows, model),
+        lambda: csv_table((image.name, found) for image, found in rows),
         file_name="gallery.csv",
         mime="text/csv",
         icon=":material/table:",
@@ -96,22 +95,3 @@ def thumbnail(image: ImageInput, found: Result, settings: Settings, scale: float
         f"**{plain(image.name)}**  \n{plain(top.label)} {top.probability:.1%}{explained_class} · "
         f"peak {found.strength:.3g}"
     )
-
-
-def table(rows: Sequence[tuple[ImageInput, Result]], model: LoadedModel) -> str:
-    """One CSV row per image: top class, explained class, peak evidence, settings."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["image", "sha256", "model", "top_class", "top_probability", "explained_class",
-                     "explained_probability", "score", "peak_evidence", "layer", "method"])
-    for image, found in rows:
-        top = found.predictions[0]
-        writer.writerow([text_cell(image.name), image.digest, text_cell(model.title), text_cell(top.label),
-                         f"{top.probability:.6f}", text_cell(found.target.label), f"{found.target.probability:.6f}",
-                         f"{found.score:.6f}", f"{found.strength:.6g}", found.layer, found.method])
-    return buffer.getvalue()
-
-
-def text_cell(text: str) -> str:
-    """``text`` made inert for spreadsheets: a leading ``= + - @`` would start a formula, so it is quoted."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

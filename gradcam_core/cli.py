@@ -2,10 +2,14 @@
 
 Usage::
 
-    python -m gradcam_core IMAGE... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
+    python -m gradcam_core IMAGE_OR_FOLDER... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
     python -m gradcam_core IMAGE... --out DIR --weights FILE --architecture NAME --labels FILE [--activation sigmoid]
     python -m gradcam_core --list-models
     python -m gradcam_core --list-layers MODEL
+
+A folder stands for the image files directly inside it (PNG, JPEG, WebP, BMP, TIFF, DICOM), in name order.
+Besides the pictures, ``summary.json`` holds everything and ``summary.csv`` one row per image (predictions
+and the map's peak). DICOM files are explained in their own window (first frame).
 
 Exit status: 0 when every image was explained, 1 when some image failed (the others are still written),
 2 for a usage error or an unknown/unavailable model, layer or class.
@@ -21,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from .custom import load_custom_model
+from .dicom import is_dicom, read_dicom, render_frame
 from .errors import GradCamError, ImageError
 from .explain import Explanation, explain
 from .guided import guide
@@ -30,6 +36,7 @@ from .layers import resolve_layer
 from .methods import METHODS
 from .models import DEFAULT_MODEL, LoadedModel, available_models, load_model
 from .render import COLORMAPS, DEFAULT_COLORMAP, colorize, gradient_to_rgb, overlay, to_png_bytes
+from .tables import csv_table
 from .targets import Prediction, resolve_class
 
 __all__ = ["main"]
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_layers is not None:
             _list_layers(load_model(args.list_layers))
             return 0
+        args.images = _expand(args.images)
         loaded = _load(args)
         layer = resolve_layer(loaded.model, args.layer or loaded.default_layer)[0]
         target = None if args.target is None else resolve_class(args.target, loaded.categories)
@@ -68,12 +76,41 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args, loaded, layer, target)
 
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """The given files, with each folder replaced by the image files directly inside it, in name order."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ImageError(f"The folder {path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        files.extend(found)
+    return files
+
+
+def _picture(path: Path) -> Image.Image | Path:
+    """A DICOM file rendered in its own window (first frame); any other file as is (``explain`` decodes it)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return path  # explain reports the unreadable file in its own words
+    return render_frame(read_dicom(path)) if is_dicom(head) else path
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gradcam_core",
         description="Explain image classifications with Grad-CAM; write overlays, heatmaps and summary.json.",
     )
-    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to explain")
+    parser.add_argument(
+        "images", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files, or folders of them, to explain"
+    )
     parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--model", help=f"registered model (default: {DEFAULT_MODEL})")
     parser.add_argument("--layer", metavar="DOTTED", help="target layer (default: the model's default layer)")
@@ -178,11 +215,12 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
     show = len(images) >= PROGRESS_MIN_IMAGES and (args.progress or sys.stderr.isatty())
     progress = _Progress(len(images), enabled=show)
     explained: list[dict[str, Any]] = []
+    rows: list[tuple[str, Explanation]] = []
     failed: list[dict[str, str]] = []
     for done, (path, stem) in enumerate(zip(images, _unique_stems(images)), start=1):
         progress.update(done - 1, path.name)
         try:
-            result = explain(path, loaded, layer, target, args.method)
+            result = explain(_picture(path), loaded, layer, target, args.method)
             outputs = _write_outputs(result, args.out, stem, args.alpha, args.colormap)
             if args.guided:
                 outputs.update(_write_guided(result, loaded, args.out, stem))
@@ -196,6 +234,7 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
             return 2
         else:
             explained.append(_image_summary(path, result, outputs))
+            rows.append((str(path), result))
             continue
         progress.clear()
         print(f"error: {path}: {message}", file=sys.stderr)
@@ -214,10 +253,11 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
     summary_path = args.out / "summary.json"
     try:
         summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (args.out / "summary.csv").write_text(csv_table(rows), encoding="utf-8")
     except OSError as exc:
         print(f"error: {summary_path}: could not write the summary ({exc.strerror or exc}).", file=sys.stderr)
         return 1
-    print(f"{len(explained)} of {len(images)} images explained; summary in {summary_path}")
+    print(f"{len(explained)} of {len(images)} images explained; summary in {summary_path} and summary.csv")
     return 1 if failed else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -308,3 +309,43 @@ def test_python_dash_m(tmp_path: Path, model: LoadedModel) -> None:
     assert (summary["method"], summary["alpha"], summary["colormap"]) == ("counterfactual", 0.3, "viridis")
     expected = explain(COFFEE, model, method="counterfactual").heatmap
     assert np.allclose(np.load(out_dir / "coffee_heatmap.npy"), expected, atol=1e-6)
+
+
+def test_folder_run_writes_a_csv_row_per_image(
+    tmp_path: Path, model: LoadedModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    from gradcam_core import read_dicom, render_frame
+    from gradcam_core.tables import COLUMNS
+
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    shutil.copy(COFFEE, folder / "b_coffee.png")
+    shutil.copy(CHELSEA, folder / "a_cat.png")
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "c_scan.dcm")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "nested").mkdir()
+    shutil.copy(CHELSEA, folder / "nested" / "ignored.png")
+    out_dir = tmp_path / "out"
+    assert main([str(folder), "--out", str(out_dir)]) == 0
+    assert "3 of 3 images explained" in capsys.readouterr().out
+    rows = list(csv.DictReader((out_dir / "summary.csv").open(encoding="utf-8")))
+    assert tuple(rows[0]) == COLUMNS
+    assert [Path(row["image"]).name for row in rows] == ["a_cat.png", "b_coffee.png", "c_scan.dcm"]
+    expected = [explain(CHELSEA, model), explain(COFFEE, model),
+                explain(render_frame(read_dicom(get_testdata_file("CT_small.dcm"))), model)]
+    for row, found in zip(rows, expected):
+        assert row["top_class"] == found.predictions[0].label
+        assert float(row["top_probability"]) == pytest.approx(found.predictions[0].probability, abs=1e-6)
+        assert float(row["peak_evidence"]) == pytest.approx(found.strength, rel=1e-5)
+        assert (row["model"], row["layer"], row["method"]) == (model.name, model.default_layer, "gradcam")
+    summary = _summary(out_dir)
+    assert [image["strength"] for image in summary["images"]] == pytest.approx([f.strength for f in expected])
+
+
+def test_empty_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert "holds no image files" in line

@@ -23,7 +23,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 import gradcam_core  # noqa: E402
 from gradcam_core import trust  # noqa: E402
 from gradcam_core.render import gradient_to_rgb  # noqa: E402
-from dashboard import cache, detail, gallery  # noqa: E402
+from gradcam_core.tables import COLUMNS, csv_table  # noqa: E402
+from dashboard import cache, detail  # noqa: E402
 from dashboard.settings import ImageInput, Settings  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -163,11 +164,13 @@ def test_gallery_csv_is_safe_for_spreadsheets(model) -> None:
     image = ImageInput.from_bytes("=cmd|' /C calc'!A0", (ROOT / "assets" / "coffee.png").read_bytes())
     settings = Settings(image, model.name, model.default_layer, None, "gradcam", 0.5, "jet")
     result = cache.explain(settings, model)
-    rows = list(csv.reader(io.StringIO(gallery.table([(image, result)], model))))
-    assert rows[0][:4] == ["image", "sha256", "model", "top_class"]
-    assert rows[1][0] == "'=cmd|' /C calc'!A0"
-    assert rows[1][3] == result.predictions[0].label == "espresso"
-    assert float(rows[1][8]) == pytest.approx(result.strength, rel=1e-5)
+    rows = list(csv.reader(io.StringIO(csv_table([(image.name, result)]))))
+    assert rows[0] == list(COLUMNS)
+    row = dict(zip(COLUMNS, rows[1]))
+    assert row["image"] == "'=cmd|' /C calc'!A0"
+    assert row["top_class"] == result.predictions[0].label == "espresso"
+    assert float(row["peak_evidence"]) == pytest.approx(result.strength, rel=1e-5)
+    assert (row["model"], row["layer"], row["method"]) == (model.name, model.default_layer, "gradcam")
 
 
 # ------------------------------------------------------------------------------------------------ guided

@@ -1,0 +1,51 @@
+"""One CSV row per explained image: predictions and the map's peak, safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from .targets import Prediction
+
+__all__ = ["COLUMNS", "csv_table", "spreadsheet_safe"]
+
+COLUMNS = (
+    "image", "model", "layer", "method", "top_class", "top_probability", "class", "class_probability", "score",
+    "peak_evidence",
+)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class Explained(Protocol):
+    """What a row needs: an ``Explanation`` or anything with the same fields."""
+
+    predictions: Sequence[Prediction]
+    target: Prediction
+    score: float
+    strength: float
+    model: str
+    layer: str
+    method: str
+
+
+def csv_table(rows: Iterable[tuple[str, Explained]]) -> str:
+    """CSV text with a header (``COLUMNS``) and one row per ``(image name, explanation)``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for name, found in rows:
+        top = found.predictions[0]
+        writer.writerow([
+            spreadsheet_safe(name), found.model, found.layer, found.method,
+            spreadsheet_safe(top.label), f"{top.probability:.6f}",
+            spreadsheet_safe(found.target.label), f"{found.target.probability:.6f}",
+            f"{found.score:.6f}", f"{found.strength:.6g}",
+        ])
+    return buffer.getvalue()
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` made inert for spreadsheets: a leading ``= + - @`` (or tab, CR) would start a formula."""
+    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
