@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 import gradcam_core as core
@@ -57,17 +59,27 @@ def own_model_form() -> OwnModel | None:
         return None
     if mean is None or std is None:
         return None
+    weights_data, labels_data = weights.getvalue(), labels.getvalue()
     return OwnModel(
         architecture=architecture,
         weights_name=weights.name,
-        weights=weights.getvalue(),
-        labels=labels.getvalue(),
+        weights=weights_data,
+        labels=labels_data,
+        files_digest=files_digest(weights.file_id, labels.file_id, weights_data, labels_data),
         activation=activation,
         input_size=int(size),
         mean=mean,
         std=std,
         grayscale=grayscale,
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def files_digest(weights_id: str, labels_id: str, _weights: bytes, _labels: bytes) -> str:
+    """SHA-256 over both files' hashes, computed once per upload (a weights file can be hundreds of MB)."""
+    digest = hashlib.sha256(hashlib.sha256(_weights).digest())
+    digest.update(hashlib.sha256(_labels).digest())
+    return digest.hexdigest()
 
 
 def normalisation() -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

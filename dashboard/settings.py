@@ -33,13 +33,14 @@ class OwnModel:
     """A model the user brought: a torchvision architecture, its weights and labels, and how to feed it.
 
     Attributes mirror the arguments of ``gradcam_core.load_custom_model``; ``weights_name`` is the uploaded
-    file's name. ``key`` identifies the model by content: same files and options, same key.
+    file's name and ``files_digest`` a SHA-256 of the weights and labels files (computed once per upload).
     """
 
     architecture: str
     weights_name: str
     weights: bytes = field(repr=False)
     labels: bytes = field(repr=False)
+    files_digest: str
     activation: str = "softmax"
     input_size: int = 224
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
@@ -48,13 +49,10 @@ class OwnModel:
 
     @property
     def key(self) -> str:
-        """``"own-"`` and a content hash of the files and options (the cache key of the loaded model)."""
-        digest = hashlib.sha256()
-        for part in (self.weights, self.labels):
-            digest.update(hashlib.sha256(part).digest())
-        options = (self.architecture, self.activation, self.input_size, self.mean, self.std, self.grayscale)
-        digest.update(repr(options).encode())
-        return f"own-{digest.hexdigest()[:24]}"
+        """``"own-"`` and a hash of the files and options: same files and options, same key (and cached model)."""
+        options = (self.files_digest, self.architecture, self.activation, self.input_size, self.mean, self.std,
+                   self.grayscale)
+        return f"own-{hashlib.sha256(repr(options).encode()).hexdigest()[:24]}"
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ def guided_gradcam(
     layer: str | nn.Module,
     targets: Targets = None,
     method: str = "gradcam",
+    *,
+    activation: str = "softmax",
 ) -> Tensor:
     """Guided Grad-CAM: guided backpropagation times the raw CAM map upsampled bilinearly to the input size.
 
@@ -110,6 +112,7 @@ def guided_gradcam(
         layer: Target layer of the CAM, as a dotted module name or the module itself.
         targets: One class index per image (an int applies to all); ``None`` explains the top-1 class.
         method: A name from :data:`gradcam_core.methods.METHODS`.
+        activation: The model's output activation, ``"softmax"`` or ``"sigmoid"`` (only Score-CAM uses it).
 
     Returns:
         Detached float tensor of the inputs' shape.
@@ -118,7 +121,7 @@ def guided_gradcam(
         LayerError: the layer cannot be explained (see :func:`gradcam_core.compute_cam`).
         TargetError: a class index is out of range or the number of targets does not match the batch.
     """
-    trace = trace_cam(model, inputs, layer, targets, method)
+    trace = trace_cam(model, inputs, layer, targets, method, activation=activation)
     gradients, _ = _guided_gradients(model, inputs, trace.targets)
     cam = F.interpolate(trace.cam[:, None], size=inputs.shape[2:], mode="bilinear", align_corners=False)
     return gradients * cam

@@ -195,3 +195,59 @@ def test_teaching_tab(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     _screenshot(page, "teaching.png")
+
+
+def _open_tab(page, name: str, ready: str) -> None:
+    """Click the tab ``name`` and wait for the text ``ready`` and the end of the run."""
+    page.get_by_role("tab", name=name).click()
+    page.get_by_text(ready).first.wait_for()
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+    page.wait_for_timeout(800)
+
+
+def _healthy(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+
+
+def test_compare_tab(page) -> None:
+    _open_tab(page, "Compare", "of the strongest")
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(3, timeout=TIMEOUT_MS)
+    assert "100% of the strongest" in _main_text(page)
+    _healthy(page)
+    _screenshot(page, "compare.png")
+
+
+def test_trust_tab(page) -> None:
+    _open_tab(page, "Trust checks", "Similarity (rank correlation)")
+    text = _main_text(page)
+    assert "Deletion AUC" in text and "Insertion AUC" in text and "Draw or upload a region" in text
+    _healthy(page)
+    _screenshot(page, "trust.png")
+
+
+def test_dicom_upload_hides_the_patient(page) -> None:
+    from pydicom.data import get_testdata_file
+
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(get_testdata_file("CT_small.dcm"))
+    page.get_by_text("DICOM · CT · 128 × 128 px").wait_for()
+    page.get_by_text("CT image, frame 1 of 1 ·").wait_for()
+    _settle(page)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    whole_page = page.locator("body").inner_text()
+    assert "CompressedSamples" not in whole_page and "CT_small" not in whole_page
+    _healthy(page)
+    _screenshot(page, "dicom.png")
+
+
+def test_gallery_of_uploads(page, tmp_path) -> None:
+    files = [tmp_path / "cat.png", tmp_path / "cup.png"]
+    Image.open(ROOT / "assets" / "chelsea.png").save(files[0])
+    Image.open(ROOT / "assets" / "coffee.png").save(files[1])
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(f) for f in files])
+    page.get_by_text("Image to explain").wait_for()
+    _settle(page)
+    _open_tab(page, "Gallery", "2 uploaded images")
+    expect(page.locator('[data-testid="stMain"] [data-testid="stImage"]')).to_have_count(2, timeout=TIMEOUT_MS)
+    assert "espresso" in _main_text(page)
+    _healthy(page)
