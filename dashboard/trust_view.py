@@ -128,15 +128,17 @@ def region_section(result: Result, settings: Settings, image: np.ndarray, size: 
     st.subheader("Region check: is the heat where it should be?", anchor=False)
     drawing, report = st.columns([2, 1], gap="large")
     with drawing:
+        figure = figures.heatmap_figure(result.raw_map, size, settings.colormap, figures.panel_height(size, 520),
+                                        "evidence", background=image, opacity=max(settings.alpha, 0.05))
+        figure.update_layout(dragmode="select")
         event = st.plotly_chart(
-            figures.heatmap_figure(result.raw_map, size, settings.colormap, figures.panel_height(size, 520),
-                                   "evidence", background=image, opacity=max(settings.alpha, 0.05)),
+            figure,
             config={**figures.plot_config(), "modeBarButtonsToRemove": ["autoScale2d", "toImage"]},
             on_select="rerun",
             selection_mode=("box", "lasso"),
             key=f"region-{settings.image.digest[:16]}",
         )
-        st.caption("Choose *Box select* or *Lasso select* in the chart's toolbar and draw the region.")
+        st.caption("Drag on the map to draw a box (or pick *Lasso select* in the chart's toolbar).")
     with report:
         upload = st.file_uploader(
             "…or upload a mask", type=["png", "bmp", "tif", "tiff"], key="region-mask",
