@@ -90,6 +90,11 @@ def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ..
     shown = cache.display_image(image.digest, image.data)
     size = (full.shape[1], full.shape[0])
     views.summary(result, model.title, settings)
+    if dict(image.facts).get("Modality") and model.name in core.MODELS:
+        st.caption(
+            f"{model.title} learned from everyday photos (ImageNet), not medical images: its classes say little "
+            "about a scan. Pick *Your own model* under Neural network to explain a model trained on your images."
+        )
     tabs = dict(zip(TABS, st.tabs(list(TABS), key="view", on_change="rerun")))
     with tabs["Explanation"]:
         if tabs["Explanation"].open:

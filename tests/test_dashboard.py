@@ -200,6 +200,7 @@ def test_upload_is_explained(app: AppTest) -> None:
     app.file_uploader(key="upload").upload("drawing.png", _png(), "image/png").run()
     _assert_healthy(app)
     assert "drawing.png · 320 × 240 px" in _captions(app)
+    assert "not medical images" not in _captions(app)  # that hint is for DICOM files only
     assert len(app.get("plotly_chart")) == 4
     assert app.selectbox(key="sample").disabled
 

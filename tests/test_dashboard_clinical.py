@@ -146,6 +146,7 @@ def test_dicom_upload_with_window_control_and_no_patient_data(fresh: AppTest) ->
     for secret in (str(ds.PatientName), str(ds.PatientID), "Doe^John"):
         assert secret not in text
     assert "CT image, frame 1 of 1" in text
+    assert "learned from everyday photos (ImageNet), not medical images" in text
     assert len(fresh.get("plotly_chart")) == 4
 
     width.set_value(200.0).run()

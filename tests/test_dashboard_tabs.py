@@ -137,6 +137,20 @@ def test_region_mask_of_the_wrong_size_gives_one_sentence() -> None:
     assert "same size" in error and "\n" not in error
 
 
+def test_drawn_box_and_lasso_become_a_mask_of_the_map() -> None:
+    """Plotly reports shapes in pixels of the shown picture; the mask is on the map's own grid."""
+    from types import SimpleNamespace
+
+    from dashboard.trust_view import drawn_mask
+
+    assert drawn_mask(SimpleNamespace(selection={"box": [], "lasso": []}), (200, 100), (10, 20)) is None
+    box = SimpleNamespace(selection={"box": [{"x": [100, 0], "y": [0, 50]}]})
+    mask = drawn_mask(box, (200, 100), (10, 20))  # the left half of the top half, as the user dragged it
+    assert mask.shape == (10, 20) and mask[:5, :10].all() and mask.sum() == pytest.approx(66, abs=12)
+    lasso = SimpleNamespace(selection={"lasso": [{"x": [190, 199, 199], "y": [90, 90, 99]}]})
+    assert drawn_mask(lasso, (200, 100), (10, 20))[9, 19] and drawn_mask(lasso, (200, 100), (10, 20)).sum() <= 3
+
+
 # ------------------------------------------------------------------------------------------------ gallery
 
 

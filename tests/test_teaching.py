@@ -108,7 +108,9 @@ def test_dashboard_keeps_whole_steps_when_small_and_the_tiles_when_large(lite0, 
 def test_steps_for_every_torchvision_model(name: str) -> None:
     """Every model the dashboard offers gives steps that add up (random weights: the files are not here)."""
     model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
-    trace = trace_cam(model, torch.randn(1, 3, 96, 96), MODELS[name].default_layer, 3)
+    preprocessing = MODELS[name].preprocessing()
+    side = 96 if preprocessing.keep_aspect else preprocessing.size  # ViT and Swin take only their own size
+    trace = trace_cam(model, torch.randn(1, 3, side, side), MODELS[name].default_layer, 3)
     steps = cam_steps(trace)
     assert steps.activations.ndim == 3 and steps.weights.shape == (steps.activations.shape[0],)
     assert np.array_equal(steps.cam, np.maximum(steps.weighted_sum, 0))
