@@ -85,7 +85,7 @@ def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ..
     Every tab reads the same cached result; only the open tab is drawn (switching tabs reruns the script).
     """
     image = settings.image
-    result = cache.explain(settings, model)
+    result = cache.explain(settings, model, on_cancel=controls.use_default_method)
     full = cache.decode_image(image.digest, image.data)
     shown = cache.display_image(image.digest, image.data)
     size = (full.shape[1], full.shape[0])

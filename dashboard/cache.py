@@ -178,11 +178,15 @@ def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]
     return found.predictions
 
 
-def explain(settings: Settings, model: LoadedModel) -> Result:
+def explain(
+    settings: Settings, model: LoadedModel, *, place: str = "explanation", on_cancel: Callable[[], None] | None = None
+) -> Result:
     """The explanation for the current settings (cached); a progress bar while a slow method runs.
 
-    The bar is also how such a run is cancelled: when the user changes a setting, Streamlit stops this script
-    at its next page update, i.e. inside the progress callback, and the engine cleans up on the way out.
+    With ``on_cancel`` (which should pick a fast method) the bar comes with a Cancel button; ``place`` tells
+    apart the buttons of several explanations on one page. Clicking it, or changing any setting, reruns the
+    page: Streamlit stops this script at its next page update, i.e. inside the progress callback, and the
+    engine cleans up on the way out.
     """
     image = settings.image
     method = core.METHODS.get(settings.method)
@@ -190,7 +194,9 @@ def explain(settings: Settings, model: LoadedModel) -> Result:
         return explanation(
             image.digest, image.data, settings.model, model, settings.layer, settings.target, settings.method
         )
-    bar = st.empty()
+    bar, stop = st.empty(), st.empty()
+    if on_cancel is not None:
+        stop.button("Cancel", key=f"cancel-{place}", on_click=on_cancel, icon=":material/close:")
 
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"{method.title}: testing the image with feature map {done} of {total}…")
@@ -201,3 +207,4 @@ def explain(settings: Settings, model: LoadedModel) -> Result:
         )
     finally:
         bar.empty()
+        stop.empty()

@@ -7,7 +7,9 @@ map looks weak; otherwise each map is scaled to its own peak, as everywhere else
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -15,7 +17,7 @@ import streamlit as st
 import gradcam_core as core
 from gradcam_core import LoadedModel
 
-from . import cache, figures
+from . import cache, controls, figures
 from .cache import Result
 from .settings import Settings
 from .views import plain
@@ -23,6 +25,7 @@ from .views import plain
 MAX_PANELS = 6
 COLUMNS = 3
 KINDS = ("Classes", "Methods", "Layers")
+COMPARED_METHODS_KEY = "compare-methods"
 
 
 def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, size: tuple[int, int]) -> None:
@@ -48,7 +51,10 @@ def render(settings: Settings, model: LoadedModel, result: Result, image: np.nda
         return
     if kind == "Methods" and common:
         st.caption("Methods weight the feature maps differently, so their raw units are not strictly comparable.")
-    results = [(title, cache.explain(variant, model)) for title, variant in variants]
+    results = [
+        (title, cache.explain(variant, model, place=f"compare-{number}", on_cancel=cancel_action(kind, variant)))
+        for number, (title, variant) in enumerate(variants)
+    ]
     grid(results, settings, image, size, common)
 
 
@@ -69,7 +75,7 @@ def pick(kind: str, settings: Settings, model: LoadedModel, result: Result) -> l
         default = [name for name in ("gradcam", "gradcam++", "layercam") if name in methods]
         chosen = st.multiselect(
             "Methods", list(methods), default=default, format_func=lambda name: methods[name].title,
-            max_selections=MAX_PANELS, key="compare-methods",
+            max_selections=MAX_PANELS, key=COMPARED_METHODS_KEY,
         )
         return [(methods[name].title, replace(settings, method=name)) for name in chosen]
     names = [info.name for info in model.layers]
@@ -78,6 +84,17 @@ def pick(kind: str, settings: Settings, model: LoadedModel, result: Result) -> l
         help="In forward order: later layers are coarser and more class-specific.",
     )
     return [(name, replace(settings, layer=name)) for name in sorted(chosen, key=names.index)]
+
+
+def cancel_action(kind: str, variant: Settings) -> Callable[[], None]:
+    """What Cancel does while a panel's slow method runs: drop that method from the compared methods, or go
+    back to the default method in the sidebar."""
+    return partial(drop_compared_method, variant.method) if kind == "Methods" else controls.use_default_method
+
+
+def drop_compared_method(method: str) -> None:
+    """Take ``method`` out of the compared methods."""
+    st.session_state[COMPARED_METHODS_KEY] = [m for m in st.session_state[COMPARED_METHODS_KEY] if m != method]
 
 
 def grid(

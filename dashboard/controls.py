@@ -11,6 +11,7 @@ import gradcam_core as core
 from gradcam_core import LoadedModel, ModelStatus, Prediction
 from gradcam_core.render import COLORMAPS, DEFAULT_COLORMAP
 
+from . import cache
 from .guard import reported_errors
 from .medical import dicom_input
 from .settings import ImageInput
@@ -27,6 +28,7 @@ SAMPLES: dict[str, str] = {
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "dcm", "dicom"]
 OWN_MODEL = "own-model"
+METHOD_KEY = "method"
 """Option of the model menu that opens the form for the user's own model."""
 ANOTHER_CLASS = -1
 """Option of the class menu that opens the search over every class."""
@@ -152,14 +154,19 @@ def method_choice() -> str:
     name = st.selectbox(
         "Method",
         names,
-        index=names.index("gradcam") if "gradcam" in methods else 0,
+        index=names.index(cache.default_method()),
         format_func=lambda key: methods[key].title,
-        key="method",
+        key=METHOD_KEY,
         help="How the network's internal signals become a map.\n\n"
         + "\n".join(f"- **{m.title}**: {m.description}" for m in methods.values()),
     )
     st.caption(methods[name].description)
     return name
+
+
+def use_default_method() -> None:
+    """Switch the sidebar back to the default method (what Cancel does while a slow method runs)."""
+    st.session_state[METHOD_KEY] = cache.default_method()
 
 
 def layer_choice(model: LoadedModel | None) -> str | None:

@@ -76,11 +76,12 @@ def explained(
 ) -> list[tuple[ImageInput, Result]]:
     """Each readable image with its explanation; an unreadable one gets its one-sentence error instead."""
     rows = []
-    for image in images:
+    for number, image in enumerate(images):
         with reported_errors(f"explaining {image.name}"):
             picture = as_picture(image)
-            target = settings.target if same_class else None
-            rows.append((picture, cache.explain(replace(settings, image=picture, target=target), model)))
+            chosen = replace(settings, image=picture, target=settings.target if same_class else None)
+            found = cache.explain(chosen, model, place=f"gallery-{number}", on_cancel=controls.use_default_method)
+            rows.append((picture, found))
     return rows
 
 

@@ -16,7 +16,7 @@ from gradcam_core import LoadedModel
 
 from gradcam_core.render import overlay
 
-from . import cache, figures
+from . import cache, controls, figures
 from .cache import Result
 from .settings import Settings
 from .views import counter_evidence, plain
@@ -291,7 +291,10 @@ def comparison(
             key=f"compare-{settings.image.digest[:16]}-{settings.model}-{result.target.index}",
         )
     top = result.predictions[0].index
-    other = cache.explain(replace(settings, target=None if picked == top else picked), model)
+    other = cache.explain(
+        replace(settings, target=None if picked == top else picked), model, place="teaching-other",
+        on_cancel=controls.use_default_method,
+    )
     if other.steps is None:
         return
     first, second = result.target.label, other.target.label

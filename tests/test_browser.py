@@ -197,6 +197,18 @@ def test_teaching_tab(page) -> None:
     _screenshot(page, "teaching.png")
 
 
+def test_slow_method_can_be_cancelled(page) -> None:
+    _pick(page, "Method", "Score-CAM")
+    page.get_by_text("Score-CAM: testing the image with feature map").wait_for()
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("— Grad-CAM, layer").wait_for()  # back to the default method, without waiting for Score-CAM
+    _settle(page)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    assert "Score-CAM" not in _main_text(page)
+    assert page.get_by_role("button", name="Cancel").count() == 0
+    _healthy(page)
+
+
 def _open_tab(page, name: str, ready: str) -> None:
     """Click the tab ``name`` and wait for the text ``ready`` and the end of the run."""
     page.get_by_role("tab", name=name).click()

@@ -95,6 +95,21 @@ def test_compare_methods_and_layers(model) -> None:
 # ------------------------------------------------------------------------------------------------ trust
 
 
+def test_cancel_drops_the_compared_method_or_resets_the_sidebar(monkeypatch) -> None:
+    """Cancel on a Compare panel whose slow method runs: the method leaves the comparison, or (when the panels
+    compare classes or layers with the sidebar's method) the sidebar goes back to Grad-CAM."""
+    from dashboard import compare
+
+    state: dict[str, object] = {"method": "scorecam", compare.COMPARED_METHODS_KEY: ["gradcam", "scorecam", "layercam"]}
+    monkeypatch.setattr(st, "session_state", state)
+    panel = Settings(image=ImageInput.from_bytes("cat", b"x"), model="m", layer="l", target=None, method="scorecam",
+                     alpha=0.5, colormap="jet")
+    compare.cancel_action("Methods", panel)()
+    assert state == {"method": "scorecam", compare.COMPARED_METHODS_KEY: ["gradcam", "layercam"]}
+    compare.cancel_action("Classes", panel)()
+    assert state["method"] == "gradcam"
+
+
 def test_trust_checks_show_the_engines_numbers(model) -> None:
     at = _open("Trust checks")
     explanation = gradcam_core.explain(CAT, model)
