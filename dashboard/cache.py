@@ -101,6 +101,7 @@ def load_own_model(key: str, _own: OwnModel) -> LoadedModel:
         std=_own.std,
         grayscale=_own.grayscale,
         name=key,
+        file_name=_own.weights_name,
     )
 
 

@@ -26,13 +26,13 @@ ACTIVATIONS = {
 
 def own_model_form() -> OwnModel | None:
     """The user's model as chosen in the sidebar; ``None`` until the weights and labels are uploaded."""
-    architectures = core.custom_architectures()
     architecture = st.selectbox(
         "Architecture",
-        architectures,
-        index=architectures.index("resnet50") if "resnet50" in architectures else 0,
+        [None, *core.custom_architectures()],
+        format_func=lambda name: "Recognise from the weights" if name is None else name,
         key="own-architecture",
-        help="The torchvision architecture the weights were trained with.",
+        help="The torchvision architecture the weights were trained with; by default it is recognised from the "
+        "names and shapes of the weights (RegNets must be named).",
     )
     weights = st.file_uploader(
         "Weights (.safetensors, .pt or .pth)",

@@ -32,11 +32,11 @@ class ImageInput:
 class OwnModel:
     """A model the user brought: a torchvision architecture, its weights and labels, and how to feed it.
 
-    Attributes mirror the arguments of ``gradcam_core.load_custom_model``; ``weights_name`` is the uploaded
-    file's name and ``files_digest`` a SHA-256 of the weights and labels files (computed once per upload).
+    Attributes mirror the arguments of ``gradcam_core.load_custom_model`` (``architecture`` ``None``: recognised
+    from the weights); ``weights_name`` is the uploaded file's name and ``files_digest`` a SHA-256 of the weights and labels files (computed once per upload).
     """
 
-    architecture: str
+    architecture: str | None
     weights_name: str
     weights: bytes = field(repr=False)
     labels: bytes = field(repr=False)

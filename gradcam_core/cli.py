@@ -3,7 +3,7 @@
 Usage::
 
     python -m gradcam_core IMAGE_OR_FOLDER... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
-    python -m gradcam_core IMAGE... --out DIR --weights FILE --architecture NAME --labels FILE [--activation sigmoid]
+    python -m gradcam_core IMAGE... --out DIR --weights FILE --labels FILE [--architecture NAME] [--activation sigmoid]
     python -m gradcam_core --list-models
     python -m gradcam_core --list-layers MODEL
 
@@ -126,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress", action="store_true", help="show a progress bar even if stderr is no terminal")
     custom = parser.add_argument_group("your own model (instead of --model)")
     custom.add_argument("--weights", type=Path, metavar="FILE", help="state dict: .safetensors, or .pt/.pth")
-    custom.add_argument("--architecture", metavar="NAME", help="torchvision architecture, e.g. resnet18")
+    custom.add_argument(
+        "--architecture", metavar="NAME", help="torchvision architecture, e.g. resnet18 (default: recognised from the weights)"
+    )
     custom.add_argument("--labels", type=Path, metavar="FILE", help="class names: one per line, or JSON")
     custom.add_argument(
         "--activation", choices=["softmax", "sigmoid"], help="softmax (single-label, default) or sigmoid (multi-label)"
@@ -167,7 +169,7 @@ _CUSTOM_OPTIONS = ("architecture", "labels", "activation", "input_size", "mean",
 
 
 def _check_custom_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--weights needs --architecture and --labels, excludes --model, and the other custom flags need it."""
+    """--weights needs --labels, excludes --model, and the other custom flags need it."""
     if args.weights is None:
         given = [name for name in _CUSTOM_OPTIONS if getattr(args, name) not in (None, False)]
         if given:
@@ -177,8 +179,8 @@ def _check_custom_flags(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--model and --weights are mutually exclusive: give one model")
     if args.list_models or args.list_layers is not None:
         parser.error("--weights cannot be combined with --list-models / --list-layers")
-    if args.architecture is None or args.labels is None:
-        parser.error("--weights needs --architecture NAME and --labels FILE")
+    if args.labels is None:
+        parser.error("--weights needs --labels FILE")
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:

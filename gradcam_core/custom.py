@@ -33,7 +33,9 @@ from .models import MODELS, LoadedModel
 from .preprocess import Preprocessing
 from .targets import ACTIVATIONS
 
-__all__ = ["MAX_LABELS_BYTES", "MAX_WEIGHTS_BYTES", "custom_architectures", "load_custom_model"]
+__all__ = [
+    "MAX_LABELS_BYTES", "MAX_WEIGHTS_BYTES", "custom_architectures", "load_custom_model", "matching_architectures"
+]
 
 MAX_WEIGHTS_BYTES = 500 * 1024**2
 MAX_LABELS_BYTES = 8 * 1024**2
@@ -54,7 +56,7 @@ def custom_architectures() -> list[str]:
 
 
 def load_custom_model(
-    architecture: str,
+    architecture: str | None,
     weights: WeightsSource,
     labels: LabelsSource,
     *,
@@ -65,11 +67,13 @@ def load_custom_model(
     grayscale: bool = False,
     max_bytes: int = MAX_WEIGHTS_BYTES,
     name: str | None = None,
+    file_name: str | None = None,
 ) -> LoadedModel:
     """Load your own classifier, in eval mode, ready for ``explain``.
 
     Args:
-        architecture: A torchvision classifier name, e.g. ``"resnet18"`` (see ``custom_architectures()``).
+        architecture: A torchvision classifier name, e.g. ``"resnet18"`` (see ``custom_architectures()``);
+            ``None`` to recognise it from the weights (see :func:`matching_architectures`).
         weights: Path or bytes of its state dict: ``.safetensors``, or ``.pt``/``.pth`` saved with ``torch.save``
             (a ``{"state_dict": ...}`` wrapper and a DataParallel ``module.`` prefix are accepted).
         labels: Path or bytes of a labels file (one name per line, or JSON: a list, or a dict index -> name),
@@ -82,18 +86,20 @@ def load_custom_model(
             a model whose first convolution takes 1 channel always gets grayscale).
         max_bytes: Largest weights file accepted.
         name: Name shown in results (default: the weights file's stem, or the architecture).
+        file_name: The weights file's name when ``weights`` are bytes (an upload), shown in the model's title.
 
     Raises:
         ModelError: with one sentence, for an unknown architecture, an unreadable, unsafe, too large or
             mismatched weights file, or labels that do not fit the model.
     """
-    arch = _architecture(architecture)
+    arch = None if architecture is None else _architecture(architecture)
     if activation not in ACTIVATIONS:
         raise ModelError(f"Unknown activation {activation!r}; choose softmax (single-label) or sigmoid (multi-label).")
     if isinstance(input_size, bool) or not isinstance(input_size, int) or not 32 <= input_size <= 2048:
         raise ModelError(f"The input size must be a whole number of pixels from 32 to 2048, not {input_size!r}.")
     data, path = _read(weights, "weights file", max_bytes)
     state = _state_dict(data, max_bytes)
+    arch = arch or _recognised_architecture(state)
     model, outputs, channels = _build(arch, state)
     categories = _labels(labels, outputs)
     preprocessing = Preprocessing(
@@ -113,7 +119,7 @@ def load_custom_model(
         ) from exc
     if not layers:
         raise ModelError(f"The {arch} model has no spatial feature map to explain at input size {input_size}.")
-    file_name = path.name if path is not None else None
+    file_name = path.name if path is not None else file_name
     return LoadedModel(
         name=name or (path.stem if path is not None else arch),
         title=f"{arch} ({file_name or 'custom weights'})",
@@ -140,6 +146,76 @@ def _architecture(architecture: str) -> str:
         "resnet50, densenet121, efficientnet_b0, mobilenet_v3_large or convnext_tiny "
         "(all of them: torchvision.models.list_models())."
     )
+
+
+def matching_architectures(state: Mapping[str, Tensor]) -> list[str]:
+    """The torchvision architectures whose parameters have exactly the names and shapes of ``state``.
+
+    The classifier may have any number of outputs and the first convolution 1 or 3 input channels; auxiliary
+    classifiers (GoogLeNet, Inception v3) are ignored. RegNets cannot be described without building them in
+    full, so they are never recognised: name them.
+    """
+    names = {key for key in state if not _ignored_key(key)}
+    return [
+        arch
+        for arch, signature in _signatures().items()
+        if names == signature.keys()
+        and all(_loose_shape(state[key].shape, free) == shape for key, (shape, free) in signature.items())
+    ]
+
+
+def _recognised_architecture(state: Mapping[str, Tensor]) -> str:
+    found = matching_architectures(state)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ModelError(f"These weights fit several architectures ({', '.join(found)}); choose one by name.")
+    raise ModelError(
+        f"These weights ({_plural(len(state), 'tensor')}, first {next(iter(state))!r}) fit none of torchvision's "
+        "classifiers as they are; choose the architecture by name to see what does not fit."
+    )
+
+
+_AUXILIARY = ("aux1.", "aux2.", "AuxLogits.")
+
+
+def _ignored_key(key: str) -> bool:
+    return key.endswith("num_batches_tracked") or key.startswith(_AUXILIARY)
+
+
+def _loose_shape(shape: Sequence[int], free: int | None) -> tuple[int, ...]:
+    """``shape`` with dimension ``free`` (one that may differ between models of one architecture) set to -1."""
+    return tuple(-1 if dim == free else size for dim, size in enumerate(shape))
+
+
+@lru_cache(maxsize=1)
+def _signatures() -> dict[str, dict[str, tuple[tuple[int, ...], int | None]]]:
+    """Per architecture: each parameter's name -> (shape with its free dimension as -1, that dimension).
+
+    Built once per process on the meta device (no memory, about 3 s for every architecture).
+    """
+    signatures = {}
+    for arch in custom_architectures():
+        try:
+            model = _meta_model(arch)
+        except Exception:  # RegNets compute their widths with tensors, which the meta device cannot read
+            continue
+        first_conv = f"{_first_conv(model)[0]}.weight"
+        head = _head_of(model)
+        free = {first_conv: 1, f"{head}.weight": 0, f"{head}.bias": 0}
+        signatures[arch] = {
+            key: (_loose_shape(value.shape, free.get(key)), free.get(key))
+            for key, value in model.state_dict().items()
+            if not _ignored_key(key)
+        }
+    return signatures
+
+
+def _meta_model(arch: str) -> nn.Module:
+    """The architecture with default settings, on the meta device (shapes only, no memory)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torchvision.models.get_model(arch, weights=None)
 
 
 def _human(size: int) -> str:
@@ -254,15 +330,18 @@ def _plain_state_dict(loaded: object) -> dict[str, Tensor]:
 
 @lru_cache(maxsize=None)
 def _head(arch: str) -> str:
-    """Dotted name of the classifier layer: the last Linear (the last Conv2d for SqueezeNet)."""
+    """Dotted name of the classifier layer of ``arch``."""
     try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = torchvision.models.get_model(arch, weights=None)
+        model = _meta_model(arch)
     except Exception:  # some initialisers cannot run on the meta device
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = torchvision.models.get_model(arch, weights=None)
+    return _head_of(model)
+
+
+def _head_of(model: nn.Module) -> str:
+    """Dotted name of the classifier layer: the last Linear (the last Conv2d for SqueezeNet)."""
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
     return (linears or convs)[-1]
@@ -296,7 +375,7 @@ def _build(arch: str, state: dict[str, Tensor]) -> tuple[nn.Module, int, int]:
 
 def _match_input_channels(model: nn.Module, state: dict[str, Tensor], arch: str) -> int:
     """Make the first convolution take as many channels as the weights say (1 = grayscale, or 3)."""
-    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    name, conv = _first_conv(model)
     weight = state.get(f"{name}.weight")
     if weight is None or weight.ndim != 4 or weight.shape[1] == conv.in_channels:
         return conv.in_channels  # a missing key is reported by _check_keys
@@ -313,6 +392,10 @@ def _match_input_channels(model: nn.Module, state: dict[str, Tensor], arch: str)
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, replacement)
     return 1
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    return next((name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d))
 
 
 def _plural(count: int, noun: str) -> str:

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gradcam_core import ModelError, explain, load_custom_model, to_input
+from gradcam_core.custom import matching_architectures
 from gradcam_core.cli import main
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -148,6 +149,23 @@ def save_bytes(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+def test_architecture_recognised_from_the_weights(files, reference) -> None:
+    loaded = load_custom_model(None, files["dataparallel"], LABELS, input_size=SIZE)
+    _assert_same_weights(loaded.model, reference)
+    assert loaded.title == "resnet18 (dataparallel.pt)"
+    for arch in ("resnet50", "densenet121", "vit_b_16", "inception_v3"):  # other heads; Inception without aux
+        extra = {"aux_logits": False, "init_weights": False} if arch == "inception_v3" else {}
+        with torch.device("meta"):
+            state = torchvision.models.get_model(arch, weights=None, num_classes=7, **extra).state_dict()
+        assert matching_architectures(state) == [arch]
+    grey = _resnet18(in_channels=1).state_dict()
+    assert matching_architectures(grey) == ["resnet18"]
+    state = dict(reference.state_dict())
+    state["extra.weight"] = torch.zeros(2)
+    message = _model_error(None, save_bytes(state), LABELS)
+    assert message.startswith("These weights (123 tensors, first 'conv1.weight') fit none of torchvision's")
 
 
 def test_unknown_architecture(files) -> None:
@@ -305,3 +323,5 @@ def test_cli_with_a_custom_model(files, tmp_path: Path) -> None:
     assert code == 2 and "mutually exclusive" in err
     code, _, err = _cli([str(CHELSEA), "--out", str(out), "--architecture", "resnet18"])
     assert code == 2 and "give --weights too" in err
+    code, _, err = _cli([str(CHELSEA), "--out", str(tmp_path / "recognised"), *custom[:2], *custom[4:]])
+    assert code == 0, err  # no --architecture: recognised from the weights

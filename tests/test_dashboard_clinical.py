@@ -59,9 +59,11 @@ def weights() -> bytes:
     return safetensors.torch.save(model.state_dict())
 
 
-def _own_model(at: AppTest, weights: bytes, labels: bytes, activation: str = "sigmoid") -> AppTest:
+def _own_model(
+    at: AppTest, weights: bytes, labels: bytes, activation: str = "sigmoid", architecture: str | None = "resnet18"
+) -> AppTest:
     at.selectbox(key="model").set_value("own-model").run()
-    at.selectbox(key="own-architecture").set_value("resnet18")
+    at.selectbox(key="own-architecture").set_value(architecture)
     at.number_input(key="own-size").set_value(64)
     at.radio(key="own-activation").set_value(activation)
     at.file_uploader(key="own-weights").upload("chest.safetensors", weights)
@@ -92,6 +94,13 @@ def test_own_multilabel_model_is_explained_with_its_labels_and_hash(fresh: AppTe
 
 def _keys(at: AppTest) -> list[str]:
     return [box.key for box in at.selectbox if box.key]
+
+
+def test_own_model_architecture_recognised_from_its_weights(fresh: AppTest, weights: bytes) -> None:
+    assert fresh.selectbox(key="model").set_value("own-model").run().selectbox(key="own-architecture").value is None
+    at = _own_model(fresh, weights, "\n".join(LABELS).encode(), architecture=None)
+    _assert_healthy(at)
+    assert any(m.value.startswith("**resnet18 (chest.safetensors)** sees") for m in at.markdown)
 
 
 def test_own_model_waits_for_its_files(fresh: AppTest) -> None:
