@@ -26,13 +26,19 @@ import torch
 from torch import Tensor, nn
 
 from .errors import LayerError, ModelError, TargetError
-from .layers import resolve_layer
+from .layers import probe_forward, resolve_layer
 from .layouts import Layout, LayoutTracker, from_map, to_map
 from .methods import CamInputs, get_method
 from .modes import eval_mode
 from .targets import ACTIVATIONS, probabilities
 
-__all__ = ["CamTrace", "compute_cam", "trace_cam"]
+__all__ = ["MASKED_BATCH_BYTES", "CamTrace", "compute_cam", "masked_batch_size", "trace_cam"]
+
+MASKED_BATCH_BYTES = 16 * 2**20
+"""Largest activation of a batch of masked inputs (Score-CAM). Bigger tensors exceed glibc's mmap threshold
+(at most 32 MB): every forward pass then maps fresh pages and their page faults cost more than batching
+saves (``benchmarks/scorecam_batch.py``)."""
+MAX_MASKED_BATCH = 32
 
 Targets = int | Sequence[int] | Tensor | None
 Progress = Callable[[int, int], None]
@@ -77,7 +83,7 @@ def compute_cam(
     method: str = "gradcam",
     *,
     progress: Progress | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     activation: str = "softmax",
 ) -> Tensor:
     """Raw class activation maps at the layer's resolution (after ReLU, before upsampling/normalisation).
@@ -90,7 +96,8 @@ def compute_cam(
         method: A name from :data:`gradcam_core.methods.METHODS`.
         progress: Called as ``progress(done, total)`` by methods that run many forward passes; an exception
             it raises stops the computation cleanly (that is how a caller cancels).
-        batch_size: Masked inputs per forward pass for such methods.
+        batch_size: Masked inputs per forward pass for such methods; ``None`` picks it for the model (see
+            :func:`masked_batch_size`).
         activation: How the model's logits become probabilities, for methods that score masked inputs
             (Score-CAM): ``"softmax"`` (single-label) or ``"sigmoid"`` (multi-label).
 
@@ -116,7 +123,7 @@ def trace_cam(
     method: str = "gradcam",
     *,
     progress: Progress | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     activation: str = "softmax",
 ) -> CamTrace:
     """Like :func:`compute_cam` but returns every intermediate (see :class:`CamTrace`)."""
@@ -126,6 +133,8 @@ def trace_cam(
     layer_name, module = resolve_layer(model, layer)
     if inputs.is_inference():
         inputs = inputs.clone()
+    if cam_method.forward_passes and batch_size is None:
+        batch_size = masked_batch_size(model, inputs)
     with eval_mode(model), torch.inference_mode(False):
         capture = _LayerCapture(model, module, layer_name)
         try:
@@ -159,6 +168,23 @@ def trace_cam(
         cam=torch.relu(weighted_sum),
         method=cam_method.name,
     )
+
+
+def masked_batch_size(model: nn.Module, inputs: Tensor) -> int:
+    """How many masked copies of ``inputs[0]`` one forward pass should take (Score-CAM), from 1 to 32.
+
+    As many as keep the model's largest activation of a batch under :data:`MASKED_BATCH_BYTES` (found with one
+    extra forward pass of the image alone).
+    """
+    largest = 0
+
+    def observe(name: str, module: nn.Module, output: object) -> None:
+        nonlocal largest
+        if isinstance(output, Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    probe_forward(model, inputs[:1], observe)
+    return max(1, min(MAX_MASKED_BATCH, MASKED_BATCH_BYTES // max(largest, 1)))
 
 
 def _masked_scores(

@@ -155,6 +155,31 @@ def test_scorecam_can_be_cancelled_from_its_progress_callback() -> None:
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
 
 
+@pytest.mark.parametrize(("channels", "side", "expected"), [(16, 64, 32), (64, 128, 4), (256, 128, 1)])
+def test_scorecam_batch_keeps_the_largest_activation_small(channels: int, side: int, expected: int) -> None:
+    """Largest activation of one image: channels x side x side floats; batches stay under 16 MB (1 to 32)."""
+    from gradcam_core.cam import MASKED_BATCH_BYTES, masked_batch_size
+
+    model = torch.nn.Sequential(
+        OrderedDict(conv=torch.nn.Conv2d(3, channels, 1), pool=torch.nn.AdaptiveAvgPool2d(1),
+                    flat=torch.nn.Flatten(), fc=torch.nn.Linear(channels, 2))
+    )
+    assert MASKED_BATCH_BYTES == 16 * 2**20
+    assert masked_batch_size(model, torch.zeros(1, 3, side, side)) == expected
+
+
+def test_scorecam_same_map_at_any_batch_size_and_in_training_mode() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    automatic = compute_cam(model, x, "layer4", 3, method="scorecam")
+    for batch in (1, 7, 32):
+        torch.testing.assert_close(compute_cam(model, x, "layer4", 3, method="scorecam", batch_size=batch), automatic)
+    model.train()  # switched to eval under its lock, once: the batch-size probe must not wait for that lock
+    torch.testing.assert_close(compute_cam(model, x, "layer4", 3, method="scorecam"), automatic)
+    assert model.training
+
+
 def test_eigencam_by_hand() -> None:
     # (hw, K) = [[1,4],[2,3],[3,2],[4,1]]: M^T M = [[30,20],[20,30]], first direction (1,1)/sqrt 2,
     # so the map is (A0 + A1)/sqrt 2 = 5/sqrt 2 everywhere, whatever the class.
