@@ -18,7 +18,7 @@ Three parts:
   about two minutes, so each runs **once**, in a seeded random order, between blocks of timed no-grad forwards
   (the ratio's denominator), and a batch-of-32 forward is timed too, since that is what Score-CAM runs. Not run
   at 448 x 448 (four times longer). The maps of those timed runs are then compared (see ``score_agreement``).
-* **Trust checks**: ``deletion_insertion`` (default 20 steps, one random order: 78 images in batches of 4) of
+* **Trust checks**: ``deletion_insertion`` (default 20 steps, one random order: 78 images in automatic batches) of
   the Grad-CAM heatmap, ``randomized_copy``, ``sanity_check`` with that copy cached and building its own, on
   ResNet-50 (random weights, wrapped as a ``LoadedModel`` with torchvision's ImageNet preprocessing) and on the
   built-in EfficientNet-Lite0 (``load_model()``, default layer ``_bn1``), on the input the dashboard would use
@@ -654,10 +654,11 @@ def render(
             "interleaved with a no-grad forward of that input: "
             f"{TRUST_WARMUP} warm-up round, then rounds for {TRUST_BUDGET_S:.0f} s (at least {TRUST_MIN_ROUNDS}), "
             "garbage collected before every call. `deletion_insertion` scores 78 images (20 steps, 1 random order) "
-            "in batches of 4; `sanity_check` builds its randomised copy (a deep copy with the layers from the "
+            "in its automatic batches (2 images per call for EfficientNet-Lite0, 3 for ResNet-50 at this size); "
+            "`sanity_check` builds its randomised copy (a deep copy with the layers from the "
             "target layer up re-initialised) unless given one, then runs two Grad-CAMs. The no-grad forward runs "
             "once untimed right before its timed run, so that the ratios divide by the steady forward: in trial "
-            "runs a forward right after a check that had freed large buffers (a randomised copy, batches of 4) "
+            "runs a forward right after a check that had freed large buffers (a randomised copy, batches of images) "
             "paid page faults and took up to twice as long, and collecting garbage only once per round made every "
             "cheap call bimodal. The checks themselves are timed as they come.",
             "",

@@ -186,6 +186,12 @@ def test_gradcam_beats_random_order_on_the_real_model(lite0, assets) -> None:
     assert curves.deletion[0] == pytest.approx(explanation.target.probability, abs=1e-5)
     assert curves.deletion_auc < curves.random_deletion_auc
     assert curves.insertion_auc > curves.random_insertion_auc
+    # The automatic batch (2 images at this size) scores the same images as any fixed batch.
+    assert trust.masked_batch_size(lite0.model, to_input(image.convert("RGB"), lite0.preprocessing)) == 2
+    for batch in (1, 5):
+        fixed = deletion_insertion(lite0, image, explanation.heatmap, steps=8, batch_size=batch)
+        np.testing.assert_allclose(fixed.deletion, curves.deletion, atol=1e-5)
+        np.testing.assert_allclose(fixed.insertion, curves.insertion, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- sanity check
