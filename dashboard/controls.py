@@ -28,8 +28,9 @@ SAMPLES: dict[str, str] = {
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "dcm", "dicom"]
 OWN_MODEL = "own-model"
-METHOD_KEY = "method"
 """Option of the model menu that opens the form for the user's own model."""
+METHOD_KEY = "method"
+"""Session-state key of the method menu."""
 ANOTHER_CLASS = -1
 """Option of the class menu that opens the search over every class."""
 

@@ -33,7 +33,8 @@ class OwnModel:
     """A model the user brought: a torchvision architecture, its weights and labels, and how to feed it.
 
     Attributes mirror the arguments of ``gradcam_core.load_custom_model`` (``architecture`` ``None``: recognised
-    from the weights); ``weights_name`` is the uploaded file's name and ``files_digest`` a SHA-256 of the weights and labels files (computed once per upload).
+    from the weights); ``weights_name`` is the uploaded file's name and ``files_digest`` a SHA-256 of the
+    weights and labels files (computed once per upload).
     """
 
     architecture: str | None

@@ -127,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     custom = parser.add_argument_group("your own model (instead of --model)")
     custom.add_argument("--weights", type=Path, metavar="FILE", help="state dict: .safetensors, or .pt/.pth")
     custom.add_argument(
-        "--architecture", metavar="NAME", help="torchvision architecture, e.g. resnet18 (default: recognised from the weights)"
+        "--architecture",
+        metavar="NAME",
+        help="torchvision architecture, e.g. resnet18 (default: recognised from the weights)",
     )
     custom.add_argument("--labels", type=Path, metavar="FILE", help="class names: one per line, or JSON")
     custom.add_argument(
