@@ -49,7 +49,7 @@ def main() -> None:
         display = controls.display_choice()
 
     if image is None or model is None or top is None:
-        views.recovery_hint(image_ok=image is not None and (model is not None or status is None))
+        views.recovery_hint(model_ok=model is not None)
         return
     settings = Settings(
         image=image,

@@ -27,6 +27,8 @@ SAMPLES: dict[str, str] = {
 """Built-in sample files in ``assets/`` and their names on the page (the first one is shown on opening)."""
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "dcm", "dicom"]
+IMAGE_UPLOAD_MB = 25
+"""Largest image upload (the server's own limit, ``server.maxUploadSize``, is the model weights' 500 MB)."""
 OWN_MODEL = "own-model"
 """Option of the model menu that opens the form for the user's own model."""
 METHOD_KEY = "method"
@@ -55,6 +57,7 @@ def image_inputs() -> tuple[ImageInput | None, tuple[ImageInput, ...]]:
         type=UPLOAD_TYPES,
         accept_multiple_files=True,
         key="upload",
+        max_upload_size=IMAGE_UPLOAD_MB,
         help="PNG, JPEG, WebP, BMP, TIFF or DICOM; several at once for the gallery. "
         "Images stay on this server and are not stored.",
     )

@@ -7,7 +7,7 @@ import hashlib
 import streamlit as st
 
 import gradcam_core as core
-from gradcam_core.custom import IMAGENET_MEAN, IMAGENET_STD, MAX_WEIGHTS_BYTES
+from gradcam_core.custom import IMAGENET_MEAN, IMAGENET_STD, MAX_LABELS_BYTES, MAX_WEIGHTS_BYTES
 
 from .settings import OwnModel
 
@@ -18,6 +18,8 @@ NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = 
     "Custom…": None,
 }
 """Input normalisations offered (mean, std per channel; one value applies to every channel)."""
+RECOGNISE = "recognise"
+"""Option of the architecture menu: recognise the architecture from the weights."""
 ACTIVATIONS = {
     "softmax": "One label per image (softmax)",
     "sigmoid": "Several labels per image (sigmoid)",
@@ -28,8 +30,8 @@ def own_model_form() -> OwnModel | None:
     """The user's model as chosen in the sidebar; ``None`` until the weights and labels are uploaded."""
     architecture = st.selectbox(
         "Architecture",
-        [None, *core.custom_architectures()],
-        format_func=lambda name: "Recognise from the weights" if name is None else name,
+        [RECOGNISE, *core.custom_architectures()],
+        format_func=lambda name: "Recognise from the weights" if name == RECOGNISE else name,
         key="own-architecture",
         help="The torchvision architecture the weights were trained with; by default it is recognised from the "
         "names and shapes of the weights (RegNets must be named).",
@@ -45,6 +47,7 @@ def own_model_form() -> OwnModel | None:
         "Class names (.txt or .json)",
         type=["txt", "json"],
         key="own-labels",
+        max_upload_size=MAX_LABELS_BYTES // 2**20,
         help="One name per line, in the order of the model's outputs (or a JSON list).",
     )
     activation = st.radio(
@@ -61,7 +64,7 @@ def own_model_form() -> OwnModel | None:
         return None
     weights_data, labels_data = weights.getvalue(), labels.getvalue()
     return OwnModel(
-        architecture=architecture,
+        architecture=None if architecture == RECOGNISE else architecture,
         weights_name=weights.name,
         weights=weights_data,
         labels=labels_data,

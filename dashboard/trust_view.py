@@ -21,6 +21,7 @@ from gradcam_core import FaithfulnessCurves, LoadedModel, RandomizedModel, Sanit
 
 from . import cache, figures
 from .cache import Result
+from .controls import IMAGE_UPLOAD_MB
 from .guard import reported_errors
 from .settings import Settings
 from .views import plain
@@ -142,6 +143,7 @@ def region_section(result: Result, settings: Settings, image: np.ndarray, size: 
     with report:
         upload = st.file_uploader(
             "…or upload a mask", type=["png", "bmp", "tif", "tiff"], key="region-mask",
+            max_upload_size=IMAGE_UPLOAD_MB,
             help="A black-and-white picture the size of the image; white marks the region.",
         )
         shape = image.shape[:2]

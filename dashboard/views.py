@@ -41,9 +41,9 @@ def header() -> None:
     )
 
 
-def recovery_hint(image_ok: bool) -> None:
-    """What to do next when nothing can be explained."""
-    if image_ok:
+def recovery_hint(model_ok: bool) -> None:
+    """What to do next when nothing can be explained: about the image if the model is fine, else the model."""
+    if model_ok:
         st.caption("Upload another image, or remove this one (×) in the sidebar to go back to the samples.")
     else:
         st.caption(f"Pick another model in the sidebar, e.g. the built-in {core.MODELS[core.DEFAULT_MODEL].title}.")

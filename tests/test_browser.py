@@ -209,6 +209,30 @@ def test_slow_method_can_be_cancelled(page) -> None:
     _healthy(page)
 
 
+def test_own_model_above_the_image_limit_is_recognised(page, tmp_path) -> None:
+    """A 28 MB DenseNet-121 checkpoint: over the images' 25 MB, within the server's 500 MB; no architecture named."""
+    import safetensors.torch
+    import torch
+    import torchvision
+
+    weights, labels = tmp_path / "chest.safetensors", tmp_path / "labels.txt"
+    with torch.device("meta"):  # only the names and shapes matter here; zeros are written below
+        shapes = torchvision.models.densenet121(weights=None, num_classes=4).state_dict()
+    safetensors.torch.save_file({key: torch.zeros(value.shape, dtype=value.dtype) for key, value in shapes.items()},
+                                weights)
+    labels.write_text("normal\npneumonia\neffusion\ncardiomegaly\n", encoding="utf-8")
+    assert weights.stat().st_size > 25 * 2**20
+    _pick(page, "Neural network", "Your own model")
+    page.get_by_text("Upload the weights and the class names").wait_for()
+    uploaders = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    uploaders.nth(1).set_input_files(str(weights))
+    uploaders.nth(2).set_input_files(str(labels))
+    page.get_by_text("densenet121 (chest.safetensors) sees").wait_for()
+    _settle(page)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    _healthy(page)
+
+
 def _open_tab(page, name: str, ready: str) -> None:
     """Click the tab ``name`` and wait for the text ``ready`` and the end of the run."""
     page.get_by_role("tab", name=name).click()

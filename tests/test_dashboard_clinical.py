@@ -60,7 +60,7 @@ def weights() -> bytes:
 
 
 def _own_model(
-    at: AppTest, weights: bytes, labels: bytes, activation: str = "sigmoid", architecture: str | None = "resnet18"
+    at: AppTest, weights: bytes, labels: bytes, activation: str = "sigmoid", architecture: str = "resnet18"
 ) -> AppTest:
     at.selectbox(key="model").set_value("own-model").run()
     at.selectbox(key="own-architecture").set_value(architecture)
@@ -97,8 +97,9 @@ def _keys(at: AppTest) -> list[str]:
 
 
 def test_own_model_architecture_recognised_from_its_weights(fresh: AppTest, weights: bytes) -> None:
-    assert fresh.selectbox(key="model").set_value("own-model").run().selectbox(key="own-architecture").value is None
-    at = _own_model(fresh, weights, "\n".join(LABELS).encode(), architecture=None)
+    menu = fresh.selectbox(key="model").set_value("own-model").run().selectbox(key="own-architecture")
+    assert menu.value == "recognise"  # the default
+    at = _own_model(fresh, weights, "\n".join(LABELS).encode(), architecture="recognise")
     _assert_healthy(at)
     assert any(m.value.startswith("**resnet18 (chest.safetensors)** sees") for m in at.markdown)
 
