@@ -186,6 +186,21 @@ def test_damaged_and_foreign_files(files, tmp_path: Path) -> None:
     assert "does not exist" in _model_error("resnet18", tmp_path / "missing.safetensors", LABELS)
 
 
+def test_checkpoint_declaring_a_huge_tensor_is_one_sentence() -> None:
+    """A 376-byte legacy checkpoint whose storage claims 5 G floats (20 GB): refused, nothing allocated."""
+    import resource
+
+    buffer = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(4)}, buffer, _use_new_zipfile_serialization=False)
+    data = bytearray(buffer.getvalue())
+    count = data.rfind((4).to_bytes(8, "little"))  # the storage's element count, just before its 16 bytes
+    assert count == len(data) - 24
+    data[count : count + 8] = (5 * 2**30).to_bytes(8, "little")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert "damaged or truncated" in _model_error("resnet18", bytes(data), LABELS)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: under 512 MB
+
+
 def test_too_large_file_is_refused_before_reading(files) -> None:
     size = files["pt"].stat().st_size
     message = _model_error("resnet18", files["pt"], LABELS, max_bytes=1000)
