@@ -9,6 +9,9 @@ Three layouts are understood, all decided from the model's own modules, never gu
 * ``"tokens"``: a torchvision ``VisionTransformer``'s ``(N, 1 + h*w, D)`` sequence, class token first, the
   patch tokens in row-major order over the ``(h, w)`` patch grid.
 
+MaxViT's window and grid attention runs on partitioned tensors (``WindowPartition`` to ``WindowDepartition``):
+those 4-D outputs hold windows, not an image grid, and are not feature maps.
+
 After the transformer's last attention every token is processed on its own and only the class token is read,
 so the patch tokens of such layers cannot change the class score: :class:`LayoutTracker` counts attention
 calls so that those layers can be told apart.
@@ -22,6 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torchvision.models import VisionTransformer
+from torchvision.models.maxvit import WindowDepartition, WindowPartition
 from torchvision.ops.misc import Permute
 
 __all__ = ["Layout", "LayoutTracker", "from_map", "to_map"]
@@ -47,12 +51,18 @@ class LayoutTracker:
     def __init__(self, model: nn.Module) -> None:
         self._thread = threading.get_ident()
         self._channels_last: bool | None = False
+        self._partitioned = False
         self.attention_calls = 0
         self.grid = _patch_grid(model)
         self._handles = [
             module.register_forward_hook(self._on_permute, prepend=True)
             for module in model.modules()
             if isinstance(module, Permute)
+        ]
+        self._handles += [
+            module.register_forward_hook(self._on_partition, prepend=True)
+            for module in model.modules()
+            if isinstance(module, (WindowPartition, WindowDepartition))
         ]
         if self.grid is not None:
             self._handles += [
@@ -66,7 +76,9 @@ class LayoutTracker:
         if not isinstance(output, Tensor):
             return None
         if output.ndim == 4:
-            return None if self._channels_last is None else ("nhwc" if self._channels_last else "nchw")
+            if self._partitioned or self._channels_last is None:
+                return None
+            return "nhwc" if self._channels_last else "nchw"
         if output.ndim == 3 and self.grid is not None and output.shape[1] == 1 + self.grid[0] * self.grid[1]:
             return "tokens"
         return None
@@ -81,6 +93,10 @@ class LayoutTracker:
             return
         dims = list(module.dims)
         self._channels_last = True if dims == _TO_CHANNELS_LAST else False if dims == _TO_CHANNELS_FIRST else None
+
+    def _on_partition(self, module: nn.Module, args: object, output: object) -> None:
+        if threading.get_ident() == self._thread:
+            self._partitioned = isinstance(module, WindowPartition)
 
     def _on_attention(self, module: nn.Module, args: object) -> None:
         if threading.get_ident() == self._thread:

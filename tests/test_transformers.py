@@ -193,6 +193,21 @@ def test_layer_whose_output_is_not_a_map_is_a_clear_error(tiny_vit: nn.Module) -
     assert _hook_count(tiny_vit) == 0
 
 
+def test_maxvit_partitioned_windows_are_not_listed_as_maps() -> None:
+    """Between WindowPartition and WindowDepartition MaxViT's 4-D tensors hold windows, not the image grid."""
+    torch.manual_seed(0)
+    maxvit = torchvision.models.maxvit_t(weights=None, num_classes=5).eval()
+    layers = candidate_layers(maxvit, (224, 224))
+    inside = {"WindowPartition", "SwapAxes", "LayerNorm", "Linear", "RelativePositionalMultiHeadAttention"}
+    assert not inside & {info.kind for info in layers}
+    attention = "blocks.0.layers.0.layers.window_attention"
+    assert {info.name: info.shape for info in layers}[f"{attention}.departition_op"] == (64, 56, 56)
+    with pytest.raises(LayerError, match="does not output a 4-D feature map"):
+        compute_cam(maxvit, torch.randn(1, 3, 224, 224), f"{attention}.partition_op", 0)
+    assert compute_cam(maxvit, torch.randn(1, 3, 224, 224), "blocks.3", 0).shape == (1, 7, 7)
+    assert _hook_count(maxvit) == 0
+
+
 @pytest.mark.parametrize("fixture", ["vit", "swin"])
 def test_training_flags_restored_and_parameters_untouched(fixture: str, request: pytest.FixtureRequest) -> None:
     model = request.getfixturevalue(fixture)
