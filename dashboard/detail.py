@@ -15,7 +15,7 @@ import gradcam_core as core
 from gradcam_core import LoadedModel, guide
 from gradcam_core.render import gradient_to_rgb
 
-from . import figures
+from . import cache, downloads, figures
 from .cache import Result
 from .settings import Settings
 from .views import plain
@@ -54,6 +54,16 @@ def render(image: np.ndarray, size: tuple[int, int], result: Result, settings: S
         st.markdown(f"**Guided {method}**")
         st.plotly_chart(figures.image_figure(guided_cam, size, height), config=figures.plot_config(), key="guided-cam")
         st.caption(f"The same detail kept only where the heatmap finds evidence for **{label}**.")
+        st.download_button(
+            f"Guided {method} PNG",
+            downloads.guided_gradcam_png(cache.decode_image(settings.image.digest, settings.image.data), result, model),
+            file_name=f"{downloads.file_stem(settings.image.name)}-guided-gradcam.png",
+            mime="image/png",
+            icon=":material/download:",
+            help="At the image's full resolution.",
+            on_click="ignore",
+            key="download-guided",
+        )
     with note:
         st.markdown(
             "Guided backpropagation lets only positive signals flow back through the network's ReLUs, which "

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gradcam_core import LoadedModel, Prediction, build_report
-from gradcam_core.render import colorize, overlay, to_png_bytes
+from gradcam_core import LoadedModel, Prediction, build_report, guide
+from gradcam_core.render import colorize, gradient_to_rgb, overlay, to_png_bytes
 from gradcam_core.report import model_weights_sha256
 
 from .cache import Result
@@ -41,6 +41,15 @@ def heatmap_npy(result: Result, shape: tuple[int, ...]) -> Callable[[], bytes]:
         buffer = io.BytesIO()
         np.save(buffer, result.heatmap_at(shape), allow_pickle=False)
         return buffer.getvalue()
+
+    return build
+
+
+def guided_gradcam_png(image: np.ndarray, result: Result, model: LoadedModel) -> Callable[[], bytes]:
+    """Guided Grad-CAM of ``image`` at its full resolution as PNG (zero is grey)."""
+    def build() -> bytes:
+        guided = guide(result.explanation(image), model).guided_gradcam
+        return to_png_bytes(gradient_to_rgb(guided), compress_level=1)
 
     return build
 

@@ -24,7 +24,7 @@ import gradcam_core  # noqa: E402
 from gradcam_core import trust  # noqa: E402
 from gradcam_core.render import gradient_to_rgb  # noqa: E402
 from gradcam_core.tables import COLUMNS, csv_table  # noqa: E402
-from dashboard import cache, detail  # noqa: E402
+from dashboard import cache, detail, downloads  # noqa: E402
 from dashboard.settings import ImageInput, Settings  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -223,3 +223,9 @@ def test_guided_gradcam_panels_match_the_engine(model) -> None:
     assert np.array_equal(backprop, gradient_to_rgb(engine.guided_backprop))
     assert np.array_equal(guided, gradient_to_rgb(engine.guided_gradcam))
     assert guided.shape == shown.shape and (guided != 128).any()
+    # The download is the same picture at the image's full resolution.
+    full = cache.decode_image(image_input.digest, image_input.data)
+    png = downloads.guided_gradcam_png(full, result, model)()
+    full_size = gradcam_core.explain_guided(CAT, model)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), gradient_to_rgb(full_size.guided_gradcam))
+    assert "download-guided" in [button.key for button in at.get("download_button")]
