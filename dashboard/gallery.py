@@ -74,11 +74,17 @@ def samples() -> list[ImageInput]:
 def explained(
     images: Sequence[ImageInput], settings: Settings, model: LoadedModel, same_class: bool
 ) -> list[tuple[ImageInput, Result]]:
-    """Each readable image with its explanation; an unreadable one gets its one-sentence error instead."""
+    """Each readable image with its explanation; an unreadable one gets its one-sentence error instead.
+
+    A DICOM file's picture is named after its modality and frame, never its file, plus its place among the
+    uploads (``"CT image, frame 1 of 1 · upload 3"``) so that several scans can be told apart.
+    """
     rows = []
     for number, image in enumerate(images):
         with reported_errors(f"explaining {image.name}"):
             picture = as_picture(image)
+            if picture is not image:
+                picture = replace(picture, name=f"{picture.name} · upload {number + 1}")
             chosen = replace(settings, image=picture, target=settings.target if same_class else None)
             found = cache.explain(chosen, model, place=f"gallery-{number}", on_cancel=controls.use_default_method)
             rows.append((picture, found))

@@ -183,7 +183,7 @@ def test_gallery_of_uploads_including_dicom(model) -> None:
     _assert_healthy(at)
     assert len(at.get("image")) == 3
     captions = "\n".join(c.value for c in at.caption)
-    assert "CT image, frame 1 of 1" in captions and "Doe" not in captions
+    assert "CT image, frame 1 of 1 · upload 3" in captions and "Doe" not in captions
     coffee = gradcam_core.explain(ROOT / "assets" / "coffee.png", model)
     assert f"{coffee.predictions[0].label} {coffee.predictions[0].probability:.1%}" in captions
     assert at.selectbox(key="chosen-upload").options == [name for name, _, _ in files]
