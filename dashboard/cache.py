@@ -3,10 +3,11 @@
 Only the model call is cached here. Colouring and blending are cheap and run on every rerun, so moving the
 opacity slider or changing the colour map never reaches the model.
 
-What a rerun reads must be cheap: ``st.cache_data`` copies (unpickles) its value on every hit, so an
-explanation keeps the small layer-resolution map, not a full-resolution heatmap (46 MB for 12 megapixels);
+Explanations live in ``SharedResults`` (read-only, no copy per hit) rather than ``st.cache_data``: a slow method
+draws a progress bar, and Streamlit cannot replay an element drawn inside a cached function on a later hit.
+An explanation keeps the small layer-resolution map, not a full-resolution heatmap (46 MB for 12 megapixels);
 heatmaps are made at the size that is needed, when it is needed (``Result.heatmap_at``). Decoded images are
-shared read-only through ``st.cache_resource`` (no copy per hit).
+shared read-only through ``st.cache_resource``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gradcam_core.teaching import top_channels
 
 from .pictures import shrink
 from .settings import ImageInput, OwnModel, Settings
+from .shared_results import SharedResults
 
 TOP_K = 5
 DISPLAY_SIDE = 1024
@@ -32,6 +34,9 @@ TILES = 8
 """Feature maps shown per ordering in the teaching view."""
 ACTIVATION_BUDGET = 2**19
 """Most activation values (2 MB of float32) a cached explanation keeps; beyond, only the shown tiles' maps."""
+RESULT_ENTRIES = 256
+"""Explanations kept for all sessions (a few hundred KB each: a layer-sized map and the teaching tiles)."""
+RESULT_TTL_SECONDS = 3600
 RANKINGS: dict[str, tuple[str, str]] = {
     "largest weights": ("weights", "largest"),
     "most negative weights": ("weights", "smallest"),
@@ -125,23 +130,26 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@st.cache_data(show_spinner="Explaining the image…", max_entries=128, ttl=3600)
-def explanation(
-    digest: str,
-    _data: bytes,
-    model: str,
-    _model: LoadedModel,
+@st.cache_resource(show_spinner=False)
+def shared_results() -> SharedResults[Result]:
+    """The explanations of every session, keyed by image content and settings (one store per server process)."""
+    return SharedResults(max_entries=RESULT_ENTRIES, ttl=RESULT_TTL_SECONDS)
+
+
+def compute_explanation(
+    image: ImageInput,
+    model: LoadedModel,
     layer: str | None,
     target: int | None,
     method: str,
-    _progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Result:
-    """Run ``_model`` (named ``model`` in the cache key) once for this image content, layer, class and method."""
-    picture = Image.fromarray(decode_image(digest, _data))
+    """Run ``model`` once on ``image`` for this layer, class and method (no caching, no page element)."""
+    picture = Image.fromarray(decode_image(image.digest, image.data))
     found = core.explain(
-        picture, _model, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=_progress
+        picture, model, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=progress
     )
-    return Result(
+    return read_only(Result(
         raw_map=found.raw_map,
         strength=found.strength,
         predictions=tuple(found.predictions),
@@ -152,7 +160,17 @@ def explanation(
         method=found.method,
         input_size=found.input_size,
         steps=keep_tiles(core.cam_steps(found.trace)),
-    )
+    ))
+
+
+def read_only(result: Result) -> Result:
+    """``result`` with every array it holds made read-only (results are shared between sessions)."""
+    arrays = [result.raw_map]
+    if result.steps is not None:
+        arrays += [value for value in vars(result.steps).values() if isinstance(value, np.ndarray)]
+    for array in arrays:
+        array.flags.writeable = False
+    return result
 
 
 def keep_tiles(steps: CamSteps) -> CamSteps:
@@ -174,38 +192,55 @@ def default_method() -> str:
 
 
 def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]:
-    """The model's top classes for ``image`` (shares its cache entry with the default explanation)."""
-    found = explanation(image.digest, image.data, model.name, model, model.default_layer, None, default_method())
-    return found.predictions
+    """The model's top classes for ``image`` (the default explanation's, which is kept for the page)."""
+    return explained(image, model, model.default_layer, None, default_method()).predictions
 
 
 def explain(
     settings: Settings, model: LoadedModel, *, place: str = "explanation", on_cancel: Callable[[], None] | None = None
 ) -> Result:
-    """The explanation for the current settings (cached); a progress bar while a slow method runs.
+    """The explanation for the current settings (see ``explained``)."""
+    return explained(
+        settings.image, model, settings.layer, settings.target, settings.method, place=place, on_cancel=on_cancel
+    )
 
-    With ``on_cancel`` (which should pick a fast method) the bar comes with a Cancel button; ``place`` tells
-    apart the buttons of several explanations on one page. Clicking it, or changing any setting, reruns the
-    page: Streamlit stops this script at its next page update, i.e. inside the progress callback, and the
-    engine cleans up on the way out.
+
+def explained(
+    image: ImageInput,
+    model: LoadedModel,
+    layer: str | None,
+    target: int | None,
+    method: str,
+    *,
+    place: str = "explanation",
+    on_cancel: Callable[[], None] | None = None,
+) -> Result:
+    """The explanation of ``image``, computed once per image content, model, layer, class and method.
+
+    A slow method shows a progress bar, with a Cancel button when ``on_cancel`` (which should pick a fast
+    method) is given; ``place`` tells apart the buttons of several explanations on one page. Clicking it, or
+    changing any setting, reruns the page: Streamlit stops this script at its next page update, i.e. inside the
+    progress callback, and the engine cleans up on the way out. The bar is drawn here, never inside a cached
+    function, so a stored result survives every later rerun.
     """
-    image = settings.image
-    method = core.METHODS.get(settings.method)
-    if method is None or not method.forward_passes:
-        return explanation(
-            image.digest, image.data, settings.model, model, settings.layer, settings.target, settings.method
-        )
+    key = (image.digest, model.name, layer or model.default_layer, target, method)
+    found = shared_results().get(key)
+    if found is not None:
+        return found
+    registered = core.METHODS.get(method)
+    if registered is None or not registered.forward_passes:
+        with st.spinner("Explaining the image…"):
+            return shared_results().put(key, compute_explanation(image, model, layer, target, method))
     bar, stop = st.empty(), st.empty()
     if on_cancel is not None:
         stop.button("Cancel", key=f"cancel-{place}", on_click=on_cancel, icon=":material/close:")
 
     def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"{method.title}: testing the image with feature map {done} of {total}…")
+        bar.progress(done / total, text=f"{registered.title}: testing the image with feature map {done} of {total}…")
 
     try:
-        return explanation(
-            image.digest, image.data, settings.model, model, settings.layer, settings.target, settings.method, progress
-        )
+        found = compute_explanation(image, model, layer, target, method, progress)
     finally:
         bar.empty()
         stop.empty()
+    return shared_results().put(key, found)

@@ -42,6 +42,7 @@ def model_calls(monkeypatch) -> list[tuple]:
 
     monkeypatch.setattr(gradcam_core, "explain", spy)
     st.cache_data.clear()
+    cache.shared_results().clear()
     return calls
 
 
@@ -333,3 +334,26 @@ def test_slow_method_shows_progress_and_then_its_map(app: AppTest, model_calls) 
     _assert_healthy(app)
     assert "Score-CAM heatmap" in {m.value.strip("*") for m in app.markdown}
     assert model_calls[-1][1]["method"] == "scorecam" and callable(model_calls[-1][1]["progress"])
+
+
+def test_finished_slow_method_survives_later_reruns(app: AppTest, model_calls) -> None:
+    """A finished Score-CAM is read back on every later rerun (opacity, the same method again, another tab)."""
+    app.selectbox(key=f"layer-{gradcam_core.DEFAULT_MODEL}").set_value("_blocks.0").run()
+    app.selectbox(key="method").set_value("scorecam").run()
+    _assert_healthy(app)
+    calls = len(model_calls)
+    app.slider(key="alpha").set_value(0.7).run()
+    _assert_healthy(app)
+    app.selectbox(key="method").set_value("gradcam").run()
+    app.selectbox(key="method").set_value("scorecam").run()
+    _assert_healthy(app)
+    app.session_state["view"] = "How it works"
+    app.run()
+    _assert_healthy(app)
+    app.session_state["view"] = "Explanation"
+    app.run()
+    _assert_healthy(app)
+    assert "Score-CAM heatmap" in {m.value.strip("*") for m in app.markdown}
+    asked = [(call[1]["method"], call[1]["layer"], call[1]["target"]) for call in model_calls]
+    assert len(asked) == len(set(asked)), asked  # nothing computed twice
+    assert model_calls[calls - 1][1]["method"] == "scorecam" and callable(model_calls[calls - 1][1]["progress"])

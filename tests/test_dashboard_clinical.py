@@ -46,6 +46,7 @@ def _page_text(at: AppTest) -> str:
 @pytest.fixture
 def fresh() -> AppTest:
     st.cache_data.clear()
+    cache.shared_results().clear()
     at = AppTest.from_file(APP, default_timeout=180).run()
     _assert_healthy(at)
     return at

@@ -38,6 +38,7 @@ def _assert_healthy(at: AppTest) -> None:
 
 def _open(tab: str) -> AppTest:
     st.cache_data.clear()
+    cache.shared_results().clear()
     at = AppTest.from_file(APP, default_timeout=240).run()
     at.session_state["view"] = tab
     at.run()
@@ -171,6 +172,7 @@ def test_drawn_box_and_lasso_become_a_mask_of_the_map() -> None:
 
 def test_gallery_of_uploads_including_dicom(model) -> None:
     st.cache_data.clear()
+    cache.shared_results().clear()
     at = AppTest.from_file(APP, default_timeout=240).run()
     files = [
         ("cat.png", CAT.read_bytes(), "image/png"),
@@ -207,6 +209,7 @@ def test_gallery_csv_is_safe_for_spreadsheets(model) -> None:
 
 def test_guided_gradcam_panels_match_the_engine(model) -> None:
     st.cache_data.clear()
+    cache.shared_results().clear()
     at = AppTest.from_file(APP, default_timeout=240).run()
     at.toggle(key="guided").set_value(True).run()
     _assert_healthy(at)
