@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import logging  # noqa: E402
+
 import streamlit as st  # noqa: E402
 
 import gradcam_core as core  # noqa: E402
@@ -19,21 +21,27 @@ from gradcam_core import LoadedModel, ModelStatus  # noqa: E402
 from dashboard import cache, compare, controls, detail, gallery, teaching, trust_view, views  # noqa: E402
 from dashboard.guard import reported_errors  # noqa: E402
 from dashboard.own_model import own_model_form  # noqa: E402
+from dashboard.server import forbid_address_lookups  # noqa: E402
 from dashboard.settings import ImageInput, OwnModel, Settings  # noqa: E402
 
 
+logger = logging.getLogger(__name__)
 TABS = ("Explanation", "Compare", "Trust checks", "Gallery", "How it works")
 
 
 def main() -> None:
     """Draw the page once (Streamlit reruns this on every interaction)."""
+    forbid_address_lookups()
     st.set_page_config(page_title="Grad-CAM explorer", page_icon=":material/visibility:", layout="wide")
     views.header()
 
     with st.sidebar:
         image, uploads = controls.image_inputs()
         status = controls.model_choice(core.available_models())
-        own = own_model_form() if status is None else None
+        own = None
+        if status is None:
+            with reported_errors("reading your model's files"):
+                own = own_model_form()
 
     model = top = None
     with reported_errors("loading the model and the image"):
@@ -72,9 +80,10 @@ def chosen_model(status: ModelStatus | None, own: OwnModel | None) -> LoadedMode
         if own is None:
             st.info("Upload your model's weights and class names in the sidebar.", icon=":material/upload_file:")
             return None
-        return cache.load_own_model(own.key, own)
+        return cache.own_model(own)
     if not status.available:
-        st.info(status.reason or f"{status.title} cannot be loaded on this machine.", icon=":material/info:")
+        logger.warning("%s is unavailable: %s", status.name, status.reason)
+        st.info(f"{status.title} is not installed on this server; pick another model.", icon=":material/info:")
         return None
     return cache.load_model(status.name)
 

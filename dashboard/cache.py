@@ -13,7 +13,7 @@ shared read-only through ``st.cache_resource``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import streamlit as st
@@ -34,6 +34,8 @@ TILES = 8
 """Feature maps shown per ordering in the teaching view."""
 ACTIVATION_BUDGET = 2**19
 """Most activation values (2 MB of float32) a cached explanation keeps; beyond, only the shown tiles' maps."""
+UNNAMED_WEIGHTS = "uploaded weights"
+"""What the shared copy of a user's model calls its weights file."""
 RESULT_ENTRIES = 256
 """Explanations kept for all sessions (a few hundred KB each: a layer-sized map and the teaching tiles)."""
 RESULT_TTL_SECONDS = 3600
@@ -93,9 +95,19 @@ def load_model(name: str) -> LoadedModel:
     return core.load_model(name)
 
 
+def own_model(own: OwnModel) -> LoadedModel:
+    """The user's model, titled with this session's file name (the shared cached model carries no name)."""
+    shared = load_own_model(own.key, own)
+    architecture = shared.title.removesuffix(f" ({UNNAMED_WEIGHTS})")
+    return replace(shared, title=f"{architecture} ({own.weights_name})")
+
+
 @st.cache_resource(show_spinner="Loading your model…", max_entries=2, ttl=3600)
 def load_own_model(key: str, _own: OwnModel) -> LoadedModel:
-    """The user's model, loaded once per content ``key`` (``OwnModel.key``) and shared like the built-in ones."""
+    """The user's model, loaded once per content ``key`` (``OwnModel.key``) and shared like the built-in ones.
+
+    Shared between sessions, so it holds nothing of the session that uploaded it: not the file's name.
+    """
     return core.load_custom_model(
         _own.architecture,
         _own.weights,
@@ -106,7 +118,7 @@ def load_own_model(key: str, _own: OwnModel) -> LoadedModel:
         std=_own.std,
         grayscale=_own.grayscale,
         name=key,
-        file_name=_own.weights_name,
+        file_name=UNNAMED_WEIGHTS,
     )
 
 

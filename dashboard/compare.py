@@ -20,7 +20,7 @@ from gradcam_core import LoadedModel
 from . import cache, controls, figures
 from .cache import Result
 from .settings import Settings
-from .views import plain
+from .text import plain
 
 MAX_PANELS = 6
 COLUMNS = 3
@@ -119,6 +119,6 @@ def grid(
                 )
                 share = f" · {found.strength / scale:.0%} of the strongest" if scale else ""
                 st.caption(
-                    f"{plain(found.target.label)} {found.target.probability:.1%} · layer `{found.layer}` · "
+                    f"{plain(found.target.label)} {found.target.probability:.1%} · layer {plain(found.layer)} · "
                     f"peak **{found.strength:.3g}**{share}"
                 )

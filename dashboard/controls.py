@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 import gradcam_core as core
 from gradcam_core import LoadedModel, ModelStatus, Prediction
@@ -15,6 +16,8 @@ from . import cache
 from .guard import reported_errors
 from .medical import dicom_input
 from .settings import ImageInput
+from .text import plain
+from .uploads import IMAGE_MB, received
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SAMPLES: dict[str, str] = {
@@ -27,8 +30,6 @@ SAMPLES: dict[str, str] = {
 """Built-in sample files in ``assets/`` and their names on the page (the first one is shown on opening)."""
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "dcm", "dicom"]
-IMAGE_UPLOAD_MB = 25
-"""Largest image upload (the server's own limit, ``server.maxUploadSize``, is the model weights' 500 MB)."""
 OWN_MODEL = "own-model"
 """Option of the model menu that opens the form for the user's own model."""
 METHOD_KEY = "method"
@@ -49,7 +50,8 @@ def image_inputs() -> tuple[ImageInput | None, tuple[ImageInput, ...]]:
     """The image to explain (an upload, or else the chosen built-in sample) and every uploaded file.
 
     A DICOM upload gets frame and window controls; the image returned is then the windowed picture
-    (``None``, after a one-sentence error, when the DICOM file cannot be read).
+    (``None``, after a one-sentence error, when the DICOM file cannot be read). A DICOM file is never called by
+    its file name (which often carries the patient's), only by its place among the uploads.
     """
     st.subheader("Image", divider="gray")
     uploads = st.file_uploader(
@@ -57,21 +59,23 @@ def image_inputs() -> tuple[ImageInput | None, tuple[ImageInput, ...]]:
         type=UPLOAD_TYPES,
         accept_multiple_files=True,
         key="upload",
-        max_upload_size=IMAGE_UPLOAD_MB,
+        max_upload_size=IMAGE_MB,
         help="PNG, JPEG, WebP, BMP, TIFF or DICOM; several at once for the gallery. "
         "Images stay on this server and are not stored.",
     )
-    files = tuple(ImageInput.from_bytes(upload.name, upload.getvalue()) for upload in uploads or ())
+    files = received_images(uploads or ())
     sample = st.selectbox(
         "…or use a built-in sample",
         list(SAMPLES),
         format_func=SAMPLES.__getitem__,
         key="sample",
-        disabled=bool(files),
-        help="Remove the uploaded files (×) to go back to the samples." if files else None,
+        disabled=bool(uploads),
+        help="Remove the uploaded files (×) to go back to the samples." if uploads else None,
     )
-    if not files:
+    if not uploads:
         return ImageInput.from_bytes(SAMPLES[sample], (ASSETS / sample).read_bytes()), ()
+    if not files:
+        return None, ()
     chosen = 0
     if len(files) > 1:
         chosen = st.selectbox(
@@ -83,6 +87,17 @@ def image_inputs() -> tuple[ImageInput | None, tuple[ImageInput, ...]]:
     with reported_errors("reading the DICOM file"):
         return dicom_input(image), files
     return None, files
+
+
+def received_images(uploads: Sequence[UploadedFile]) -> tuple[ImageInput, ...]:
+    """The uploads within the size limit (a one-sentence error for each other one), DICOM files named by place."""
+    files = []
+    for number, upload in enumerate(uploads, start=1):
+        with reported_errors(f"receiving upload {number}"):
+            data = received(upload, IMAGE_MB, f"upload {number}" if len(uploads) > 1 else "the upload")
+            name = f"Upload {number} (DICOM)" if core.is_dicom(data) else upload.name
+            files.append(ImageInput.from_bytes(name, data))
+    return tuple(files)
 
 
 def model_choice(statuses: Sequence[ModelStatus]) -> ModelStatus | None:
@@ -146,7 +161,7 @@ def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | 
         key=f"any-class-{key}",
     )
     if picked is None:
-        st.caption(f"Showing the top class, {predictions[0].label}, until you pick one.")
+        st.caption(f"Showing the top class, {plain(predictions[0].label)}, until you pick one.")
         return predictions[0].index
     return picked
 

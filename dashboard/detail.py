@@ -18,7 +18,7 @@ from gradcam_core.render import gradient_to_rgb
 from . import cache, downloads, figures
 from .cache import Result
 from .settings import Settings
-from .views import plain
+from .text import plain
 
 
 @st.cache_data(show_spinner="Tracing the gradient back to the pixels…", max_entries=32, ttl=3600)

@@ -12,6 +12,7 @@ from gradcam_core import FaithfulnessCurves, Prediction, heatmap_from_map
 from gradcam_core.render import colorize
 
 from .pictures import jpeg_data_uri
+from .text import plotly_text
 
 HOVER_SIDE = 256
 """Longest side of the heatmap grid sent for hovering (keeps the page light for big images)."""
@@ -123,7 +124,7 @@ def predictions_figure(predictions: Sequence[Prediction], target: Prediction) ->
     shown = list(predictions)
     if target.index not in {p.index for p in shown}:
         shown.append(target)
-    labels = [p.label for p in shown]
+    labels = [plotly_text(p.label) for p in shown]
     values = [100 * p.probability for p in shown]
     figure = go.Figure(
         go.Bar(
@@ -382,6 +383,7 @@ def weights_comparison_figure(
     first: np.ndarray, second: np.ndarray, labels: tuple[str, str], height: int
 ) -> go.Figure:
     """One dot per channel: its weight for the first class (across) and for the second (up), with the diagonal."""
+    labels = (plotly_text(labels[0]), plotly_text(labels[1]))
     limit = float(max(np.abs(first).max(initial=0.0), np.abs(second).max(initial=0.0))) * 1.05 or 1.0
     figure = go.Figure(
         [

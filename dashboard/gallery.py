@@ -21,7 +21,7 @@ from .guard import reported_errors
 from .medical import as_picture
 from .pictures import shrink
 from .settings import ImageInput, Settings
-from .views import plain
+from .text import plain
 
 MAX_IMAGES = 24
 COLUMNS = 4
@@ -81,7 +81,7 @@ def explained(
     """
     rows = []
     for number, image in enumerate(images):
-        with reported_errors(f"explaining {image.name}"):
+        with reported_errors(f"explaining upload {number + 1}"):
             picture = as_picture(image)
             if picture is not image:
                 picture = replace(picture, name=f"{picture.name} · upload {number + 1}")

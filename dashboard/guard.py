@@ -1,4 +1,4 @@
-"""Turn failures into one sentence on the page; tracebacks go to the server log only."""
+"""Turn failures into one sentence on the page; tracebacks and server paths go to the server log only."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from gradcam_core import GradCamError
+from gradcam_core import GradCamError, ModelUnavailableError
+
+from .text import plain
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +24,11 @@ def reported_errors(doing: str) -> Iterator[None]:
     """
     try:
         yield
+    except ModelUnavailableError as err:  # its sentence names a folder of the server: for the log only
+        logger.warning("Model unavailable while %s: %s", doing, err)
+        st.error("This model could not be loaded on this server; pick another model.", icon=":material/error:")
     except GradCamError as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(plain(str(err)), icon=":material/error:")
     except Exception:  # noqa: BLE001 - never let a traceback reach the browser
         logger.exception("Unexpected failure while %s", doing)
         st.error(

@@ -16,6 +16,7 @@ from gradcam_core import DicomImage, Window
 from gradcam_core.render import to_png_bytes
 
 from .settings import ImageInput
+from .uploads import IMAGE_BYTES
 
 CT_PRESETS = {
     "Soft tissue (L 40, W 400)": Window(40, 400),
@@ -30,7 +31,7 @@ CUSTOM = "Custom…"
 @st.cache_resource(show_spinner="Reading the DICOM file…", max_entries=4, ttl=3600)
 def read(digest: str, _data: bytes) -> DicomImage:
     """The decoded DICOM file ``_data`` (identified by its SHA-256 ``digest``), shared read-only."""
-    return core.read_dicom(_data)
+    return core.read_dicom(_data, max_bytes=IMAGE_BYTES)
 
 
 @st.cache_data(show_spinner=False, max_entries=32, ttl=3600)

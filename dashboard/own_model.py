@@ -7,9 +7,10 @@ import hashlib
 import streamlit as st
 
 import gradcam_core as core
-from gradcam_core.custom import IMAGENET_MEAN, IMAGENET_STD, MAX_LABELS_BYTES, MAX_WEIGHTS_BYTES
+from gradcam_core.custom import IMAGENET_MEAN, IMAGENET_STD
 
 from .settings import OwnModel
+from .uploads import LABELS_MB, WEIGHTS_MB, received
 
 NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
     "ImageNet (mean 0.485, 0.456, 0.406 · std 0.229, 0.224, 0.225)": (IMAGENET_MEAN, IMAGENET_STD),
@@ -20,6 +21,8 @@ NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = 
 """Input normalisations offered (mean, std per channel; one value applies to every channel)."""
 RECOGNISE = "recognise"
 """Option of the architecture menu: recognise the architecture from the weights."""
+DIGESTS_KEY = "own-model-digests"
+"""Session-state key of the uploads' content hashes."""
 ACTIVATIONS = {
     "softmax": "One label per image (softmax)",
     "sigmoid": "Several labels per image (sigmoid)",
@@ -40,14 +43,14 @@ def own_model_form() -> OwnModel | None:
         "Weights (.safetensors, .pt or .pth)",
         type=["safetensors", "pt", "pth"],
         key="own-weights",
-        max_upload_size=MAX_WEIGHTS_BYTES // 2**20,
+        max_upload_size=WEIGHTS_MB,
         help="The model's state dict. Only tensors are read: files that contain code are refused.",
     )
     labels = st.file_uploader(
         "Class names (.txt or .json)",
         type=["txt", "json"],
         key="own-labels",
-        max_upload_size=MAX_LABELS_BYTES // 2**20,
+        max_upload_size=LABELS_MB,
         help="One name per line, in the order of the model's outputs (or a JSON list).",
     )
     activation = st.radio(
@@ -62,7 +65,8 @@ def own_model_form() -> OwnModel | None:
         return None
     if mean is None or std is None:
         return None
-    weights_data, labels_data = weights.getvalue(), labels.getvalue()
+    weights_data = received(weights, WEIGHTS_MB, "the weights file")
+    labels_data = received(labels, LABELS_MB, "the class names file")
     return OwnModel(
         architecture=None if architecture == RECOGNISE else architecture,
         weights_name=weights.name,
@@ -77,12 +81,19 @@ def own_model_form() -> OwnModel | None:
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def files_digest(weights_id: str, labels_id: str, _weights: bytes, _labels: bytes) -> str:
-    """SHA-256 over both files' hashes, computed once per upload (a weights file can be hundreds of MB)."""
-    digest = hashlib.sha256(hashlib.sha256(_weights).digest())
-    digest.update(hashlib.sha256(_labels).digest())
-    return digest.hexdigest()
+def files_digest(weights_id: str, labels_id: str, weights: bytes, labels: bytes) -> str:
+    """SHA-256 over both files' hashes, computed once per upload (a weights file can be hundreds of MB).
+
+    Remembered in this session only, under the uploads' ids: nothing a client names reaches a shared cache.
+    """
+    memo = st.session_state.setdefault(DIGESTS_KEY, {})
+    ids = (weights_id, labels_id)
+    if ids not in memo:
+        digest = hashlib.sha256(hashlib.sha256(weights).digest())
+        digest.update(hashlib.sha256(labels).digest())
+        memo.clear()  # only the current pair is worth keeping
+        memo[ids] = digest.hexdigest()
+    return memo[ids]
 
 
 def normalisation() -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

@@ -19,7 +19,8 @@ from gradcam_core.render import overlay
 from . import cache, controls, figures
 from .cache import Result
 from .settings import Settings
-from .views import counter_evidence, plain
+from .text import plain
+from .views import counter_evidence
 
 GRADIENT = r"\frac{\partial y^c}{\partial A^k_{ij}}"
 FORMULAS: dict[str, tuple[str, str]] = {
@@ -94,7 +95,7 @@ def feature_maps(result: Result) -> np.ndarray:
     total = steps.num_channels
     _title(1, "The forward pass: feature maps $A^k$")
     st.markdown(
-        f"The network reads the image (resized to {width} × {height} pixels). At layer `{result.layer}` it has "
+        f"The network reads the image (resized to {width} × {height} pixels). At layer {plain(result.layer)} it has "
         f"turned it into **{total} feature maps** $A^k$, each a grid of {rows} × {cols} cells. Each map is one "
         "detector (of fur, an eye, an edge…) and is bright where that detector fires."
     )
@@ -165,7 +166,7 @@ def weights(result: Result, shown: np.ndarray) -> None:
         st.metric(
             SCORE_LABEL,
             f"{steps.score:.3f}",
-            help=f"The network's raw score for {result.target.label}, before softmax turns the scores into "
+            help=f"The network's raw score for {label}, before softmax turns the scores into "
             f"probabilities ({result.target.probability:.1%}).",
         )
         positive = int((steps.weights > 0).sum())

@@ -21,10 +21,10 @@ from gradcam_core import FaithfulnessCurves, LoadedModel, RandomizedModel, Sanit
 
 from . import cache, figures
 from .cache import Result
-from .controls import IMAGE_UPLOAD_MB
 from .guard import reported_errors
 from .settings import Settings
-from .views import plain
+from .text import plain
+from .uploads import IMAGE_BYTES, IMAGE_MB, received
 
 
 @st.cache_data(show_spinner="Deleting and inserting pixels…", max_entries=64, ttl=3600)
@@ -118,9 +118,9 @@ def sanity_section(check: SanityCheck, result: Result, settings: Settings, image
         else:
             st.success("The map depends on what the model learned.", icon=":material/check_circle:")
     st.caption(
-        f"Re-initialised: {', '.join(f'`{name}`' for name in check.randomized_modules[:4])}"
+        f"Re-initialised: {', '.join(plain(name) for name in check.randomized_modules[:4])}"
         + (" …" if len(check.randomized_modules) > 4 else "")
-        + f" (from the output down to layer `{check.layer}`)."
+        + f" (from the output down to layer {plain(check.layer)})."
     )
 
 
@@ -143,11 +143,15 @@ def region_section(result: Result, settings: Settings, image: np.ndarray, size: 
     with report:
         upload = st.file_uploader(
             "…or upload a mask", type=["png", "bmp", "tif", "tiff"], key="region-mask",
-            max_upload_size=IMAGE_UPLOAD_MB,
+            max_upload_size=IMAGE_MB,
             help="A black-and-white picture the size of the image; white marks the region.",
         )
         shape = image.shape[:2]
-        mask = uploaded_mask(upload.getvalue(), size, shape) if upload is not None else drawn_mask(event, size, shape)
+        mask = (
+            uploaded_mask(received(upload, IMAGE_MB, "the mask"), size, shape)
+            if upload is not None
+            else drawn_mask(event, size, shape)
+        )
         if mask is None:
             st.info("Draw or upload a region to check.", icon=":material/draw:")
             return
@@ -177,7 +181,7 @@ def drawn_mask(event: object, size: tuple[int, int], shape: tuple[int, int]) -> 
 
 def uploaded_mask(data: bytes, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """An uploaded mask picture as a boolean mask of ``shape`` (it must have the image's ``size``)."""
-    picture = core.load_image(data).convert("L")
+    picture = core.load_image(data, max_bytes=IMAGE_BYTES).convert("L")
     if picture.size != size:
         raise core.ImageError(
             f"The mask is {picture.width} × {picture.height} px but the image is {size[0]} × {size[1]} px; "

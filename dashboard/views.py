@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import streamlit as st
 
@@ -13,6 +11,7 @@ from gradcam_core.render import overlay
 from . import downloads, figures
 from .cache import Result
 from .settings import Settings
+from .text import plain
 
 COLOUR_WORDS: dict[str, tuple[str, str]] = {
     "jet": ("Red", "blue"),
@@ -25,11 +24,6 @@ COLOUR_WORDS: dict[str, tuple[str, str]] = {
     "hot": ("White", "black"),
 }
 """(strongest, weakest) colour of each colour map, in words."""
-
-
-def plain(text: str) -> str:
-    """``text`` with Markdown's special characters escaped (file and class names are shown verbatim)."""
-    return re.sub(r"([\\`*_\[\]<>#|~$])", r"\\\1", text)
 
 
 def header() -> None:
@@ -64,12 +58,12 @@ def summary(result: Result, model_title: str, settings: Settings) -> None:
     st.markdown(
         f"**{plain(model_title)}** sees **{plain(top.label)}** ({top.probability:.1%}). "
         f"The maps show where it found evidence {'against' if against else 'for'} **{plain(target.label)}**{odds} "
-        f"— {method}, layer `{result.layer}`."
+        f"— {method}, layer {plain(result.layer)}."
     )
     if result.strength <= 0:
         st.info(
             f"The map is empty: no region of this image {'lowered' if against else 'raised'} the score of "
-            f"{result.target.label} at this layer. Try another layer or class.",
+            f"{plain(result.target.label)} at this layer. Try another layer or class.",
             icon=":material/info:",
         )
 
@@ -195,9 +189,9 @@ def details(result: Result, model: core.LoadedModel) -> None:
             f"""
 | | |
 |---|---|
-| Model | {plain(model.title)} (`{model.name}`) |
-| Layer | `{result.layer}`{kind}, a {rows} × {cols} grid for this image |
-| Method | `{result.method}` |
+| Model | {plain(model.title)} ({plain(model.name)}) |
+| Layer | {plain(result.layer)}{plain(kind)}, a {rows} × {cols} grid for this image |
+| Method | {plain(result.method)} |
 | Class | {plain(result.target.label)} (index {result.target.index}) |
 | Class score (before softmax) | {result.score:.3f} |
 | Strongest raw evidence | {result.strength:.4g} |

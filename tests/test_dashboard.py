@@ -21,6 +21,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import gradcam_core  # noqa: E402
+from tests.page_text import shown  # noqa: E402
 from dashboard import cache, downloads, figures, teaching  # noqa: E402
 from dashboard.cache import Result  # noqa: E402
 from dashboard.controls import ANOTHER_CLASS  # noqa: E402
@@ -63,11 +64,11 @@ def _select(at: AppTest, label: str):
 
 
 def _summary(at: AppTest) -> str:
-    return next(m.value for m in at.markdown if " sees " in m.value)
+    return next(shown(m.value) for m in at.markdown if " sees " in m.value)
 
 
 def _captions(at: AppTest) -> str:
-    return "\n".join(c.value for c in at.caption)
+    return "\n".join(shown(c.value) for c in at.caption)
 
 
 def _png(draw_size: tuple[int, int] = (320, 240)) -> bytes:
@@ -109,9 +110,9 @@ def test_model_menu_lists_every_registered_model(app: AppTest) -> None:
     assert len(menu.options) == len(gradcam_core.MODELS) + 1
 
 
-def test_unavailable_model_shows_the_reason(monkeypatch, model_calls) -> None:
+def test_unavailable_model_says_so_without_the_server_path(monkeypatch, model_calls, caplog) -> None:
     real = gradcam_core.available_models
-    reason = "ResNet-50 needs its weights file resnet50.pth in the torch cache."
+    reason = "ResNet-50 needs its weights file resnet50.pth in /srv/hub/checkpoints."
 
     def statuses():
         return [
@@ -122,7 +123,8 @@ def test_unavailable_model_shows_the_reason(monkeypatch, model_calls) -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.selectbox(key="model").set_value("resnet50").run()
     _assert_healthy(at)
-    assert [i.value for i in at.info] == [reason]
+    assert [i.value for i in at.info] == ["ResNet-50 is not installed on this server; pick another model."]
+    assert reason in caplog.text  # the operator finds the path in the server log
     assert not at.get("plotly_chart")
     assert at.slider(key="alpha")  # the rest of the sidebar still works
     at.selectbox(key="model").set_value(gradcam_core.DEFAULT_MODEL).run()
@@ -130,20 +132,21 @@ def test_unavailable_model_shows_the_reason(monkeypatch, model_calls) -> None:
     assert len(at.get("plotly_chart")) == 4
 
 
-def test_model_that_fails_to_load_shows_one_sentence(monkeypatch, model_calls) -> None:
+def test_model_that_fails_to_load_shows_one_sentence_without_the_path(monkeypatch, model_calls, caplog) -> None:
     real = gradcam_core.available_models
     monkeypatch.setattr(
         gradcam_core, "available_models", lambda: [replace(s, available=True, reason=None) for s in real()]
     )
 
     def broken(name=None):
-        raise gradcam_core.ModelUnavailableError("The weights file for VGG-16 could not be loaded.")
+        raise gradcam_core.ModelUnavailableError("The weights file for VGG-16 in /srv/hub could not be loaded.")
 
     monkeypatch.setattr(gradcam_core, "load_model", broken)
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.selectbox(key="model").set_value("vgg16").run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["The weights file for VGG-16 could not be loaded."]
+    assert [e.value for e in at.error] == ["This model could not be loaded on this server; pick another model."]
+    assert "/srv/hub" in caplog.text  # the path goes to the server log only
 
 
 def test_layer_change_explains_that_layer(app: AppTest, model_calls) -> None:
@@ -153,7 +156,7 @@ def test_layer_change_explains_that_layer(app: AppTest, model_calls) -> None:
     earlier = next(o for o in gradcam_core.load_model().layers if o.name.startswith("_blocks.1"))
     layers.set_value(earlier.name).run()
     _assert_healthy(app)
-    assert f"layer `{earlier.name}`" in _summary(app)
+    assert f"layer {earlier.name}." in _summary(app)
     assert model_calls[-1][1]["layer"] == earlier.name
 
 

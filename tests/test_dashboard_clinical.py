@@ -25,6 +25,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import gradcam_core  # noqa: E402
+from tests.page_text import shown  # noqa: E402
 from dashboard import cache, downloads, figures  # noqa: E402
 from dashboard.settings import ImageInput, Settings  # noqa: E402
 
@@ -38,7 +39,7 @@ def _assert_healthy(at: AppTest) -> None:
 
 
 def _page_text(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    parts = [shown(e.value) for e in [*at.markdown, *at.caption, *at.info]]
     parts += [str(box.options) for box in at.selectbox] + [s.label for s in at.slider]
     return "\n".join(parts)
 
@@ -102,7 +103,7 @@ def test_own_model_architecture_recognised_from_its_weights(fresh: AppTest, weig
     assert menu.value == "recognise"  # the default
     at = _own_model(fresh, weights, "\n".join(LABELS).encode(), architecture="recognise")
     _assert_healthy(at)
-    assert any(m.value.startswith("**resnet18 (chest.safetensors)** sees") for m in at.markdown)
+    assert any(shown(m.value).startswith("**resnet18 (chest.safetensors)** sees") for m in at.markdown)
 
 
 def test_own_model_waits_for_its_files(fresh: AppTest) -> None:
@@ -165,7 +166,7 @@ def test_dicom_upload_with_window_control_and_no_patient_data(fresh: AppTest) ->
     # The model sees the windowed picture: a narrower window is a new image and a new explanation.
     picture = gradcam_core.render_frame(gradcam_core.read_dicom(data), 0, gradcam_core.Window(-38.0, 200.0))
     expected = gradcam_core.explain(picture, gradcam_core.load_model())
-    summary = next(m.value for m in fresh.markdown if " sees " in m.value)
+    summary = next(shown(m.value) for m in fresh.markdown if " sees " in m.value)
     assert f"**{expected.predictions[0].label}** ({expected.predictions[0].probability:.1%})" in summary
 
 

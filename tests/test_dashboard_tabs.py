@@ -24,6 +24,7 @@ import gradcam_core  # noqa: E402
 from gradcam_core import trust  # noqa: E402
 from gradcam_core.render import gradient_to_rgb  # noqa: E402
 from gradcam_core.tables import COLUMNS, csv_table  # noqa: E402
+from tests.page_text import shown  # noqa: E402
 from dashboard import cache, detail, downloads  # noqa: E402
 from dashboard.settings import ImageInput, Settings  # noqa: E402
 
@@ -69,7 +70,7 @@ def test_compare_classes_on_a_common_raw_scale(model) -> None:
     strongest = max(f.strength for f in found)
     maps = _heatmaps(at)
     assert len(maps) == 3 and all(m["zmax"] == pytest.approx(strongest) for m in maps)
-    captions = [c.value for c in at.caption if "peak" in c.value]
+    captions = [shown(c.value) for c in at.caption if "peak" in c.value]
     for caption, explanation in zip(captions, found):
         assert f"peak **{explanation.strength:.3g}** · {explanation.strength / strongest:.0%} of the strongest" in caption
 
@@ -82,15 +83,14 @@ def test_compare_methods_and_layers(model) -> None:
     at = _open("Compare")
     at.segmented_control(key="compare-kind").set_value("Methods").run()
     _assert_healthy(at)
-    assert [m.value for m in at.markdown if m.value in ("**Grad-CAM**", "**Grad-CAM++**", "**LayerCAM**")] == [
+    assert [shown(m.value) for m in at.markdown if shown(m.value) in ("**Grad-CAM**", "**Grad-CAM++**", "**LayerCAM**")] == [
         "**Grad-CAM**", "**Grad-CAM++**", "**LayerCAM**"]
     assert not at.toggle(key="compare-common-Methods").value  # raw units differ between methods
     at.segmented_control(key="compare-kind").set_value("Layers").run()
     _assert_healthy(at)
     names = [info.name for info in model.layers]
-    titles = [m.value.strip("*").replace("\\_", "_") for m in at.markdown]
-    shown = [title for title in titles if title in names]
-    assert shown == names[-3:]
+    titles = [shown(m.value).strip("*") for m in at.markdown]
+    assert [title for title in titles if title in names] == names[-3:]
 
 
 # ------------------------------------------------------------------------------------------------ trust
@@ -184,11 +184,12 @@ def test_gallery_of_uploads_including_dicom(model) -> None:
     at.run()
     _assert_healthy(at)
     assert len(at.get("image")) == 3
-    captions = "\n".join(c.value for c in at.caption)
+    captions = "\n".join(shown(c.value) for c in at.caption)
     assert "CT image, frame 1 of 1 · upload 3" in captions and "Doe" not in captions
     coffee = gradcam_core.explain(ROOT / "assets" / "coffee.png", model)
     assert f"{coffee.predictions[0].label} {coffee.predictions[0].probability:.1%}" in captions
-    assert at.selectbox(key="chosen-upload").options == [name for name, _, _ in files]
+    # DICOM uploads are named by their place, never by their file name (which often carries the patient's)
+    assert at.selectbox(key="chosen-upload").options == ["cat.png", "=HYPERLINK(evil).png", "Upload 3 (DICOM)"]
 
 
 def test_gallery_csv_is_safe_for_spreadsheets(model) -> None:
