@@ -55,7 +55,7 @@ def main() -> None:
         key = f"{image.digest[:16] if image else ''}-{model.name if model else ''}"
         choice = controls.class_choice(top, model, key=key)
         method = controls.method_choice()
-        layer = controls.layer_choice(model)
+        layer = controls.layer_choice(model, method)
         display = controls.display_choice()
 
     if image is None or model is None or top is None:

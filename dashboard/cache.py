@@ -235,7 +235,7 @@ def explained(
     progress callback, and the engine cleans up on the way out. The bar is drawn here, never inside a cached
     function, so a stored result survives every later rerun.
     """
-    key = (image.digest, model.name, layer or model.default_layer, target, method)
+    key = (image.digest, model.name, layer or model.default_layer_for(method), target, method)
     found = shared_results().get(key)
     if found is not None:
         return found

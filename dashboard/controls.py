@@ -188,33 +188,47 @@ def use_default_method() -> None:
     st.session_state[METHOD_KEY] = cache.default_method()
 
 
-def layer_choice(model: LoadedModel | None) -> str | None:
-    """The target layer among the model's candidates, the model's default preselected (``None``: no model)."""
+def layer_choice(model: LoadedModel | None, method: str) -> str | None:
+    """The target layer among the model's candidates, ``method``'s default preselected (``None``: no model).
+
+    The menu follows the method's default (``LoadedModel.default_layer_for``) until the user picks a layer.
+    """
     if model is None:
         st.selectbox("Layer", ["—"], disabled=True, key="layer-disabled")
         return None
     infos = {info.name: info for info in model.layers}
     names = list(infos)
-    if model.default_layer not in infos:
-        names.append(model.default_layer)
+    default = model.default_layer_for(method)
+    if default not in infos:
+        names.append(default)
+    key, shown_default = f"layer-{model.name}", f"layer-default-{model.name}"
+    if key in st.session_state and st.session_state[key] == st.session_state.get(shown_default):
+        st.session_state[key] = default  # not picked by the user: follow the method
+    st.session_state[shown_default] = default
 
     def label(name: str) -> str:
         text = infos[name].describe() if name in infos else name
-        return f"{text} (default)" if name == model.default_layer else text
+        return f"{text} (default)" if name == default else text
 
+    preselect = {} if key in st.session_state else {"index": names.index(default)}
     layer = st.selectbox(
         "Layer",
         names,
-        index=names.index(model.default_layer),
+        **preselect,
         format_func=label,
-        key=f"layer-{model.name}",
+        key=key,
         help="Where in the network to look. The default, a late layer, gives the most class-specific map; "
         "earlier layers give finer but less meaningful maps.",
     )
-    if layer == model.default_layer:
-        st.caption("The default layer: the network's last feature map, usually the most telling.")
-    else:
+    if layer != default:
         st.caption("Earlier layers give sharper but less class-specific maps.")
+    elif default != model.default_layer:
+        st.caption(
+            f"The default for {core.METHODS[method].title}: the last feature map after an activation function. "
+            "Its weights are never negative, so it needs positive feature maps to show anything."
+        )
+    else:
+        st.caption("The default layer: the network's last feature map, usually the most telling.")
     return layer
 
 

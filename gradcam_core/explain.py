@@ -70,7 +70,8 @@ def explain(
     Args:
         image: A PIL image, a path or the bytes of an image file (decoded safely, see ``load_image``).
         model: What ``load_model`` returned, or a registry name (loaded once and reused); default: built-in.
-        layer: Dotted name of the target layer; default: the model's default layer.
+        layer: Dotted name of the target layer; default: the model's default layer for ``method``
+            (``LoadedModel.default_layer_for``).
         target: Class index or case-insensitive class name; default: the top-1 prediction.
         method: CAM method name.
         top_k: Number of predictions to report.
@@ -85,7 +86,7 @@ def explain(
     picture = load_image(image)
     inputs = to_input(picture, loaded.preprocessing)
     class_index = None if target is None else resolve_class(target, loaded.categories)
-    layer_name = layer or loaded.default_layer
+    layer_name = layer or loaded.default_layer_for(method)
     trace = trace_cam(
         loaded.model, inputs, layer_name, class_index, method, progress=progress, activation=loaded.activation
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +14,11 @@ from .errors import LayerError
 from .layouts import Layout, LayoutTracker, to_map
 from .modes import eval_mode
 
-__all__ = ["LayerInfo", "candidate_layers", "probe_forward", "resolve_layer"]
+__all__ = ["LayerInfo", "activated_layer", "candidate_layers", "probe_forward", "resolve_layer"]
+
+NEGATIVE_SHARE = 0.1
+"""Largest share of negative mass (sum of |negative values| / sum of |values|) of an activated layer's output:
+0 after a ReLU, a few per cent after SiLU, GELU or Hardswish, about half or more after a batch norm."""
 
 
 @dataclass(frozen=True)
@@ -161,3 +165,33 @@ _PLACEHOLDERS = (
 def _is_placeholder(module: nn.Module) -> bool:
     """True for modules whose output is their input, or a padded or permuted copy of it (not worth explaining)."""
     return isinstance(module, _PLACEHOLDERS) or type(module).__name__ == "Identity"
+
+
+def activated_layer(model: nn.Module, layers: Sequence[LayerInfo], default: str, probe: Tensor) -> str:
+    """``default`` if its output is activated (hardly ever negative), else the first later candidate of the same
+    spatial size that is; ``default`` when none is.
+
+    Methods whose channel weights are never negative (Score-CAM, Grad-CAM++, LayerCAM) can only show where the
+    activations are positive: at a batch-norm output, mostly negative, their maps come out nearly empty. Read
+    from the values, not the module types: a block's ReLU may be registered before its last layer (ResNet's
+    BasicBlock) or applied as a function. One forward pass of ``probe``.
+
+    Example::
+
+        activated_layer(lite0.model, lite0.layers, "_bn1", torch.randn(1, 3, 224, 224))   # "_head_act"
+    """
+    names = [info.name for info in layers]
+    if default not in names:
+        return default
+    start = names.index(default)
+    size = layers[start].shape[1:]
+    later = [info.name for info in layers[start:] if info.shape[1:] == size]
+    negative_share: dict[str, float] = {}
+
+    def observe(name: str, module: nn.Module, output: object) -> None:
+        if name in later and name not in negative_share and isinstance(output, Tensor):
+            total = float(output.abs().sum())
+            negative_share[name] = float(output.clamp(max=0).abs().sum()) / total if total else 1.0
+
+    probe_forward(model, probe, observe)
+    return next((name for name in later if negative_share.get(name, 1.0) <= NEGATIVE_SHARE), default)

@@ -49,6 +49,8 @@ class CamMethod:
         description: One sentence on what the map shows.
         weights: ``CamInputs -> weights`` broadcastable to ``(N, K, h, w)``.
         forward_passes: Whether the method runs the model once per channel (slow: show progress).
+        nonnegative_weights: Whether its weights are never negative, so its map is positive only where the
+            activations are: such a method explains an activated layer by default (``activated_layer``).
     """
 
     name: str
@@ -56,6 +58,7 @@ class CamMethod:
     description: str
     weights: WeightFn
     forward_passes: bool = False
+    nonnegative_weights: bool = False
 
 
 def _gradcam_weights(inputs: CamInputs) -> Tensor:
@@ -138,6 +141,7 @@ METHODS: dict[str, CamMethod] = {
             "Grad-CAM++",
             "Like Grad-CAM, with pixel-wise weights that bring out several instances of a class.",
             _gradcam_pp_weights,
+            nonnegative_weights=True,
         ),
         CamMethod(
             "xgradcam",
@@ -156,6 +160,7 @@ METHODS: dict[str, CamMethod] = {
             "LayerCAM",
             "Positive gradients times activations at each location; sharper maps at earlier layers.",
             _layercam_weights,
+            nonnegative_weights=True,
         ),
         CamMethod(
             "scorecam",
@@ -164,6 +169,7 @@ METHODS: dict[str, CamMethod] = {
             "probability; no gradients, one model run per channel (slow).",
             _scorecam_weights,
             forward_passes=True,
+            nonnegative_weights=True,
         ),
         CamMethod(
             "eigencam",

@@ -13,7 +13,8 @@ from torchvision.models import WeightsEnum
 
 from .efficientnet_lite import build_efficientnet_lite0, lite0_weights_path
 from .errors import ModelError, ModelUnavailableError
-from .layers import LayerInfo, candidate_layers
+from .layers import LayerInfo, activated_layer, candidate_layers
+from .methods import get_method
 from .preprocess import Preprocessing
 
 __all__ = [
@@ -45,6 +46,9 @@ class LoadedModel:
         weights_file: Where the weights came from.
         activation: How logits become probabilities: ``"softmax"`` (single-label) or ``"sigmoid"`` (multi-label).
         weights_sha256: SHA-256 of the weights file, when known (always for custom models).
+        activated_layer: The default layer of methods with non-negative weights: ``default_layer`` or the first
+            later map that comes out of an activation function (``layers.activated_layer``); ``None``: the same
+            as ``default_layer``.
     """
 
     name: str
@@ -57,6 +61,19 @@ class LoadedModel:
     weights_file: Path | None = None
     activation: str = "softmax"
     weights_sha256: str | None = None
+    activated_layer: str | None = None
+
+    def default_layer_for(self, method: str) -> str:
+        """The layer ``method`` explains by default: ``default_layer``, or for a method with non-negative
+        weights (``CamMethod.nonnegative_weights``) the first activated layer from it on (``activated_layer``).
+
+        Example::
+
+            load_model().default_layer_for("scorecam")   # "_head_act" (the ReLU6 after "_bn1")
+        """
+        if get_method(method).nonnegative_weights and self.activated_layer is not None:
+            return self.activated_layer
+        return self.default_layer
 
 
 @dataclass(frozen=True)
@@ -212,6 +229,7 @@ def load_model(name: str | None = None) -> LoadedModel:
     model = spec.build()
     preprocessing = spec.preprocessing()
     layers = candidate_layers(model, (preprocessing.size, preprocessing.size))
+    probe = torch.randn(1, 3, preprocessing.size, preprocessing.size, generator=torch.Generator().manual_seed(0))
     return LoadedModel(
         name=spec.name,
         title=spec.title,
@@ -221,5 +239,6 @@ def load_model(name: str | None = None) -> LoadedModel:
         default_layer=spec.default_layer,
         layers=tuple(layers),
         weights_file=spec.weights_file(),
+        activated_layer=activated_layer(model, layers, spec.default_layer, probe),
     )
 

@@ -360,3 +360,21 @@ def test_finished_slow_method_survives_later_reruns(app: AppTest, model_calls) -
     asked = [(call[1]["method"], call[1]["layer"], call[1]["target"]) for call in model_calls]
     assert len(asked) == len(set(asked)), asked  # nothing computed twice
     assert model_calls[calls - 1][1]["method"] == "scorecam" and callable(model_calls[calls - 1][1]["progress"])
+
+
+def test_layer_follows_the_method_until_the_user_picks_one(app: AppTest) -> None:
+    model = gradcam_core.load_model()
+    key = f"layer-{gradcam_core.DEFAULT_MODEL}"
+    assert app.selectbox(key=key).value == model.default_layer == "_bn1"
+    app.selectbox(key="method").set_value("layercam").run()
+    _assert_healthy(app)
+    assert app.selectbox(key=key).value == model.default_layer_for("layercam") == "_head_act"
+    assert "LayerCAM heatmap" in {m.value.strip("*") for m in app.markdown}
+    assert "needs positive feature maps" in _captions(app)
+    app.selectbox(key="method").set_value("gradcam").run()
+    assert app.selectbox(key=key).value == "_bn1"
+    app.selectbox(key=key).set_value("_blocks.0").run()
+    app.selectbox(key="method").set_value("layercam").run()
+    _assert_healthy(app)
+    assert app.selectbox(key=key).value == "_blocks.0"  # the user's pick stays
+    assert not app.warning

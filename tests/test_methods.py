@@ -195,3 +195,45 @@ def test_slow_methods_on_the_real_model_at_a_small_layer(lite0, assets) -> None:
     for name in ("scorecam", "eigencam"):
         result = explain(assets / "coffee.png", model=lite0, layer="_blocks.0", method=name, target="espresso")
         assert result.heatmap.shape == (400, 600) and result.strength > 0
+
+
+SAMPLES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "retina.jpg")
+
+
+@pytest.mark.parametrize("method", [name for name in METHODS if name != "scorecam"])
+def test_every_method_gives_a_map_on_every_sample_at_its_default_layer(lite0, assets, method) -> None:
+    """At a batch-norm output (Lite0's ``_bn1``) methods with non-negative weights came out nearly empty."""
+    from gradcam_core import explain
+
+    for sample in SAMPLES:
+        found = explain(assets / sample, lite0, method=method)
+        assert found.layer == lite0.default_layer_for(method)
+        assert found.strength > 0 and (found.raw_map > 0).mean() > 0.1, (sample, method)
+
+
+def test_scorecam_gives_a_map_at_its_default_layer(lite0, assets) -> None:
+    """Score-CAM at ``_bn1`` ended with "The map is empty" after minutes; at the ReLU6 after it the map is whole."""
+    from gradcam_core import explain
+
+    assert lite0.default_layer_for("scorecam") == "_head_act" and lite0.default_layer == "_bn1"
+    found = explain(assets / "coffee.png", lite0, method="scorecam")
+    assert found.layer == "_head_act"
+    assert found.strength > 0 and (found.raw_map > 0).mean() > 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "default", "activated"),
+    [
+        ("resnet18", "layer4", "layer4"),  # BasicBlock's ReLU is registered before its last conv
+        ("efficientnet_b0", "features", "features"),  # ends with SiLU
+        ("densenet121", "features", "features"),  # ends with norm5 and nothing later: stays
+        ("vgg11", "features.18", "features.19"),  # a conv, then its ReLU
+    ],
+)
+def test_activated_layer_is_read_from_the_values(name: str, default: str, activated: str) -> None:
+    from gradcam_core.layers import activated_layer, candidate_layers
+
+    model = torchvision.models.get_model(name).eval()
+    layers = candidate_layers(model, (64, 64))
+    probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert activated_layer(model, layers, default, probe) == activated
