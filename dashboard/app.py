@@ -102,9 +102,10 @@ def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ..
     size = (full.shape[1], full.shape[0])
     views.summary(result, model.title, settings)
     if dict(image.facts).get("Modality") and model.name in core.MODELS:
-        st.caption(
+        st.warning(
             f"{model.title} learned from everyday photos (ImageNet), not medical images: its classes say little "
-            "about a scan. Pick *Your own model* under Neural network to explain a model trained on your images."
+            "about a scan. Pick *Your own model* under Neural network to explain a model trained on your images.",
+            icon=":material/warning:",
         )
     tabs = dict(zip(TABS, st.tabs(list(TABS), key="view", on_change="rerun")))
     with tabs["Explanation"]:

@@ -51,6 +51,11 @@ def render(settings: Settings, model: LoadedModel, result: Result, image: np.nda
         return
     if kind == "Methods" and common:
         st.caption("Methods weight the feature maps differently, so their raw units are not strictly comparable.")
+    if kind == "Layers" and common:
+        st.caption(
+            "Layers differ in their number of channels and in the size of their values, so on a common scale an "
+            "earlier layer can look empty beside a later one. Turn *Common scale* off to see each map's own pattern."
+        )
     results = [
         (title, cache.explain(variant, model, place=f"compare-{number}", on_cancel=cancel_action(kind, variant)))
         for number, (title, variant) in enumerate(variants)

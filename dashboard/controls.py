@@ -245,9 +245,10 @@ def display_choice() -> dict[str, object]:
         key="colormap",
     )
     raw_units = st.toggle(
-        "Colour bar in raw units",
+        "Colour bar labels in raw units",
         key="raw-units",
-        help="Off: 1 is the strongest spot of this map. On: the colour bar shows the map's own values "
-        "(class score per unit of the layer's output), which can be compared between classes and images.",
+        help="Relabels the colour bar with the map's own values (class score per unit of the layer's output) "
+        "instead of 0 to 1; the colours stay scaled to this map's peak. To see several maps on one scale, use "
+        "the common scale of the Compare and Gallery tabs.",
     )
     return {"alpha": alpha, "colormap": colormap, "raw_units": raw_units}

@@ -18,7 +18,7 @@ from gradcam_core.render import gradient_to_rgb
 from . import cache, downloads, figures
 from .cache import Result
 from .settings import Settings
-from .text import plain
+from .text import map_subject, method_title, plain
 
 
 @st.cache_data(show_spinner="Tracing the gradient back to the pixels…", max_entries=32, ttl=3600)
@@ -43,17 +43,16 @@ def render(image: np.ndarray, size: tuple[int, int], result: Result, settings: S
         settings.image.digest, model.name, result.layer, result.target.index, result.method, result, model, image
     )
     height = figures.panel_height(size)
-    label = plain(result.target.label)
     left, right, note = st.columns(3, gap="medium")
     with left:
         st.markdown("**Guided backpropagation**")
         st.plotly_chart(figures.image_figure(backprop, size, height), config=figures.plot_config(), key="guided-bp")
         st.caption("Edges and textures the score responds to; not class-specific (grey = no effect).")
     with right:
-        method = core.METHODS[result.method].title if result.method in core.METHODS else result.method
+        method = method_title(result.method)
         st.markdown(f"**Guided {method}**")
         st.plotly_chart(figures.image_figure(guided_cam, size, height), config=figures.plot_config(), key="guided-cam")
-        st.caption(f"The same detail kept only where the heatmap finds evidence for **{label}**.")
+        st.caption(f"The same detail kept only where the heatmap shows {map_subject(result.method, result.target.label)}.")
         st.download_button(
             f"Guided {method} PNG",
             downloads.guided_gradcam_png(cache.decode_image(settings.image.digest, settings.image.data), result, model),

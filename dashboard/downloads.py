@@ -81,7 +81,13 @@ def report(settings: Settings, result: Result, image_size: tuple[int, int], mode
 
     width, height = image_size
     document = {
-        "image": {"name": settings.image.name, "sha256": settings.image.digest, "width": width, "height": height},
+        "image": {
+            "name": settings.image.name,
+            "sha256": settings.image.digest,
+            "width": width,
+            "height": height,
+            **({"facts": dict(settings.image.facts)} if settings.image.facts else {}),
+        },
         "settings": {
             "model": settings.model,
             "layer": settings.layer,

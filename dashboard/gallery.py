@@ -30,8 +30,10 @@ THUMBNAIL_SIDE = 320
 
 def render(settings: Settings, model: LoadedModel, uploads: Sequence[ImageInput]) -> None:
     """The gallery of ``uploads`` (the samples when there are none), explained with ``settings``."""
-    images = list(uploads) or samples()
+    images = distinct(uploads) or samples()
     source = "uploaded images" if uploads else "built-in samples (upload several images to see yours here)"
+    if len(images) < len(uploads):
+        st.caption(f"{len(uploads) - len(images)} repeated upload(s) of the same file shown once.")
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     with left:
         same_class = st.toggle(
@@ -66,6 +68,14 @@ def render(settings: Settings, model: LoadedModel, uploads: Sequence[ImageInput]
     )
 
 
+def distinct(images: Sequence[ImageInput]) -> list[ImageInput]:
+    """``images`` without repeats of the same content (first one kept)."""
+    first: dict[str, ImageInput] = {}
+    for image in images:
+        first.setdefault(image.digest, image)
+    return list(first.values())
+
+
 def samples() -> list[ImageInput]:
     """The built-in sample images."""
     return [ImageInput.from_bytes(title, (controls.ASSETS / name).read_bytes()) for name, title in controls.SAMPLES.items()]
@@ -81,7 +91,7 @@ def explained(
     """
     rows = []
     for number, image in enumerate(images):
-        with reported_errors(f"explaining upload {number + 1}"):
+        with reported_errors("explaining an image of the gallery", about=image.name):
             picture = as_picture(image)
             if picture is not image:
                 picture = replace(picture, name=f"{picture.name} · upload {number + 1}")

@@ -16,22 +16,25 @@ logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def reported_errors(doing: str) -> Iterator[None]:
+def reported_errors(doing: str, about: str | None = None) -> Iterator[None]:
     """Run the block; on failure show one sentence with ``st.error`` and skip the rest of the block.
 
     Args:
-        doing: What the block does, for the generic message, e.g. ``"explaining the image"``.
+        doing: What the block does, for the generic message, e.g. ``"explaining the image"``. Never a name
+            from the user: it goes to the server log too.
+        about: What the message is about when several things fail alike, e.g. ``"Upload 2"`` (prefixed).
     """
+    prefix = f"{plain(about)}: " if about else ""
     try:
         yield
     except ModelUnavailableError as err:  # its sentence names a folder of the server: for the log only
         logger.warning("Model unavailable while %s: %s", doing, err)
-        st.error("This model could not be loaded on this server; pick another model.", icon=":material/error:")
+        st.error(f"{prefix}This model could not be loaded on this server; pick another model.", icon=":material/error:")
     except GradCamError as err:
-        st.error(plain(str(err)), icon=":material/error:")
+        st.error(prefix + plain(str(err)), icon=":material/error:")
     except Exception:  # noqa: BLE001 - never let a traceback reach the browser
         logger.exception("Unexpected failure while %s", doing)
         st.error(
-            f"Something went wrong while {doing}; try another image or setting.",
+            f"{prefix}Something went wrong while {doing}; try another image or setting.",
             icon=":material/error:",
         )

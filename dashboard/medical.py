@@ -16,6 +16,7 @@ from gradcam_core import DicomImage, Window
 from gradcam_core.render import to_png_bytes
 
 from .settings import ImageInput
+from .text import plain
 from .uploads import IMAGE_BYTES
 
 CT_PRESETS = {
@@ -41,14 +42,21 @@ def rendered_png(digest: str, _data: bytes, frame: int, window: tuple[float, flo
     return to_png_bytes(np.asarray(picture), compress_level=1)
 
 
-def as_picture(image: ImageInput, frame: int = 0, window: Window | None = None) -> ImageInput:
-    """``image`` itself, or for a DICOM file the rendered ``frame`` as a PNG image with its technical facts."""
+def as_picture(
+    image: ImageInput, frame: int = 0, window: Window | None = None, window_name: str = "From the file"
+) -> ImageInput:
+    """``image`` itself, or for a DICOM file the rendered ``frame`` as a PNG image with its technical facts,
+    including the frame and the window the model was shown (so a report can reproduce the picture)."""
     if not core.is_dicom(image.data):
         return image
     dicom = read(image.digest, image.data)
     png = rendered_png(image.digest, image.data, frame, None if window is None else (window.center, window.width))
     name = f"{dicom.modality or 'DICOM'} image, frame {frame + 1} of {dicom.num_frames}"
-    return ImageInput.from_bytes(name, png, facts=tuple(dicom.summary().items()))
+    shown = window or (None if dicom.is_color else dicom.default_window)
+    facts = {**dicom.summary(), "Frame": f"{frame + 1} of {dicom.num_frames}"}
+    if shown is not None:
+        facts["Window"] = f"{window_name}: level {shown.center:g}, width {shown.width:g}"
+    return ImageInput.from_bytes(name, png, facts=tuple(facts.items()))
 
 
 def dicom_input(image: ImageInput) -> ImageInput:
@@ -57,19 +65,21 @@ def dicom_input(image: ImageInput) -> ImageInput:
     key = image.digest[:16]
     facts = dicom.summary()
     st.caption(
-        f"DICOM · {facts['Modality']} · {facts['Image size']} · {dicom.bits_stored}-bit"
+        f"DICOM · {plain(facts['Modality'])} · {plain(facts['Image size'])} · {dicom.bits_stored}-bit"
         + (f" · {dicom.num_frames} frames" if dicom.num_frames > 1 else "")
         + ". Patient details are never shown."
     )
     frame = 0
     if dicom.num_frames > 1:
         frame = st.slider("Frame", 1, dicom.num_frames, 1, key=f"frame-{key}") - 1
-    window = None if dicom.is_color else window_control(dicom, key)
-    return as_picture(image, frame, window)
+    if dicom.is_color:
+        return as_picture(image, frame)
+    window_name, window = window_control(dicom, key)
+    return as_picture(image, frame, window, window_name)
 
 
-def window_control(dicom: DicomImage, key: str) -> Window:
-    """The window: the file's own (preselected), the usual CT presets, the full range, or typed in."""
+def window_control(dicom: DicomImage, key: str) -> tuple[str, Window]:
+    """The window and its name: the file's own (preselected), the usual CT presets, the full range, or typed in."""
     units = "HU" if dicom.modality == "CT" else "units"
     low, high = float(dicom.frames.min()), float(dicom.frames.max())
     presets = {"From the file": dicom.default_window}
@@ -86,9 +96,9 @@ def window_control(dicom: DicomImage, key: str) -> Window:
     if name != CUSTOM:
         window = presets[name]
         st.caption(f"Level {window.center:g} {units} · width {window.width:g} {units}")
-        return window
+        return name, window
     level, width = st.columns(2)
     default = dicom.default_window
     center = level.number_input(f"Level ({units})", value=default.center, key=f"level-{key}")
     spread = width.number_input(f"Width ({units})", min_value=1e-6, value=default.width, key=f"width-{key}")
-    return Window(center, spread)
+    return CUSTOM.rstrip("…"), Window(center, spread)

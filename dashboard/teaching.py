@@ -19,8 +19,7 @@ from gradcam_core.render import overlay
 from . import cache, controls, figures
 from .cache import Result
 from .settings import Settings
-from .text import plain
-from .views import counter_evidence
+from .text import plain, score_verb
 
 GRADIENT = r"\frac{\partial y^c}{\partial A^k_{ij}}"
 FORMULAS: dict[str, tuple[str, str]] = {
@@ -183,7 +182,8 @@ def weighted_sum(result: Result, settings: Settings) -> None:
     steps = result.steps
     total = steps.num_channels
     label = plain(result.target.label)
-    raise_, lower = ("lower", "raise") if counter_evidence(settings) else ("raise", "lower")
+    raise_ = score_verb(settings.method, past=False)
+    lower = "raise" if raise_ == "lower" else "lower"
     if steps.elementwise:
         _title(3, r"The weighted sum $\sum_k w^{kc} \odot A^k$, then the ReLU")
         how = f"Each feature map is multiplied cell by cell by its weights, and the {total} results are added up."
@@ -276,7 +276,8 @@ def comparison(
     if not others:
         return
     _title(5, "Another class, other weights")
-    raise_, lower = ("lowers", "raises") if counter_evidence(settings) else ("raises", "lowers")
+    raise_ = score_verb(settings.method, past=False) + "s"
+    lower = "raises" if raise_ == "lowers" else "lowers"
     st.markdown(
         "The feature maps of step 1 do not depend on the class: the forward pass is the same. Only the "
         "gradients, and so the weights, change — and with them the weighted sum of step 3, shown here over "

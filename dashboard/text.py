@@ -11,7 +11,9 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["plain", "plotly_text"]
+import gradcam_core as core
+
+__all__ = ["map_subject", "method_title", "plain", "plotly_text", "score_verb"]
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _LINK_START = re.compile(r"(?i)(:(?=/)|www(?=\.)|@)")
@@ -45,3 +47,26 @@ def plotly_text(text: object) -> str:
     """
     flat = _CONTROL.sub(" ", str(text))
     return html.escape(flat, quote=True).replace("%", "&#37;")
+
+
+def method_title(name: str) -> str:
+    """The title of the registered method ``name`` (``"gradcam"`` -> ``"Grad-CAM"``), or ``name`` itself."""
+    method = core.METHODS.get(name)
+    return method.title if method is not None else name
+
+
+def map_subject(method: str, label: str) -> str:
+    """What the map of ``method`` shows, as Markdown: ``"evidence for **tabby**"``, ``"evidence against **tabby**"``
+    or, for a class-agnostic method, the layer's dominant pattern (``label`` is plain text)."""
+    facts = core.METHODS.get(method)
+    if facts is not None and not facts.class_specific:
+        return "the dominant pattern of the layer's features (the same for every class)"
+    side = "against" if facts is not None and facts.counter_evidence else "for"
+    return f"evidence {side} **{plain(label)}**"
+
+
+def score_verb(method: str, past: bool = True) -> str:
+    """How the map's regions act on the score: ``"raised"``, or ``"lowered"`` for counter-evidence."""
+    facts = core.METHODS.get(method)
+    lowers = facts is not None and facts.counter_evidence
+    return ("lowered" if lowers else "raised") if past else ("lower" if lowers else "raise")

@@ -23,7 +23,7 @@ from . import cache, figures
 from .cache import Result
 from .guard import reported_errors
 from .settings import Settings
-from .text import plain
+from .text import method_title, plain
 from .uploads import IMAGE_BYTES, IMAGE_MB, received
 
 
@@ -51,21 +51,45 @@ def sanity(digest: str, _data: bytes, model: str, _model: LoadedModel, layer: st
 
 
 def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, size: tuple[int, int]) -> None:
-    """The three checks for the explanation on screen."""
+    """One verdict, then the three checks for the explanation on screen."""
     st.caption(
         f"Three ways to question the map for **{plain(result.target.label)}** before trusting it. "
         "Passing them does not prove the model right; failing one is a reason for doubt."
     )
     key = (settings.image.digest, settings.image.data, model.name, model, result.layer, result.target.index,
            result.method)
+    curves = check = None
     with reported_errors("measuring faithfulness"):
-        faithfulness_section(faithfulness(*key, result.raw_map))
-    st.divider()
+        curves = faithfulness(*key, result.raw_map)
     with reported_errors("running the sanity check"):
-        sanity_section(sanity(*key), result, settings, image, size)
+        check = sanity(*key)
+    verdict(curves, check, result)
+    if curves is not None:
+        faithfulness_section(curves)
+    st.divider()
+    if check is not None:
+        sanity_section(check, result, settings, image, size)
     st.divider()
     with reported_errors("checking the region"):
         region_section(result, settings, image, size)
+
+
+def verdict(curves: FaithfulnessCurves | None, check: SanityCheck | None, result: Result) -> None:
+    """One combined verdict: green only when every check that ran passed, never beside a failed one."""
+    method = method_title(result.method)
+    failed = []
+    if curves is not None and not curves.beats_random:
+        failed.append("the map does not order the pixels better than chance (faithfulness)")
+    if check is not None and check.suspicious:
+        failed.append(f"{method} draws much the same map when the model's top layers are random (sanity check)")
+    if failed:
+        st.warning("Treat this map with caution: " + "; ".join(failed) + ".", icon=":material/flag:")
+    elif curves is not None and check is not None:
+        st.success(
+            f"Both checks passed: the map orders the pixels better than chance, and {method}'s map changes when "
+            "the learned weights are destroyed.",
+            icon=":material/check_circle:",
+        )
 
 
 def faithfulness_section(curves: FaithfulnessCurves) -> None:
@@ -79,14 +103,14 @@ def faithfulness_section(curves: FaithfulnessCurves) -> None:
                   f"{curves.deletion_auc - curves.random_deletion_auc:+.3f} vs random", delta_color="inverse")
         st.metric("Insertion AUC (higher is better)", f"{curves.insertion_auc:.3f}",
                   f"{curves.insertion_auc - curves.random_insertion_auc:+.3f} vs random")
-    verdict = (
+    reading = (
         "The map orders the pixels better than chance in both directions."
         if curves.beats_random
         else "The map does **not** beat a random order in both directions: treat it with caution."
     )
     st.caption(
         "Pixels are replaced by a blurred copy of the image, hottest first (deletion) or revealed on the blurred "
-        f"copy hottest first (insertion); dashed lines use a random order. {verdict}"
+        f"copy hottest first (insertion); dashed lines use a random order. {reading}"
     )
 
 
@@ -94,7 +118,7 @@ def sanity_section(check: SanityCheck, result: Result, settings: Settings, image
     """The real map beside the randomised model's map, their similarity and the flag."""
     st.subheader("Sanity check: the same map from a model that learned nothing at the top", anchor=False)
     height = figures.panel_height(size, width=380)
-    real, fake, verdict = st.columns([2, 2, 1], gap="medium")
+    real, fake, numbers = st.columns([2, 2, 1], gap="medium")
     for column, title, raw, name in (
         (real, "This model", check.real_map, "real"),
         (fake, f"Top {len(check.randomized_modules)} layers randomised", check.random_map, "random"),
@@ -107,16 +131,20 @@ def sanity_section(check: SanityCheck, result: Result, settings: Settings, image
                 config=figures.plot_config(),
                 key=f"sanity-{name}",
             )
-    with verdict:
-        st.metric("Similarity (rank correlation)", f"{check.similarity:.2f}")
+    with numbers:
+        st.metric("Similarity (rank correlation ρ)", f"{check.similarity:.2f}")
+        method = method_title(result.method)
         if check.suspicious:
-            st.warning(
-                f"The map barely changes when the learned weights are destroyed (similarity above "
-                f"{check.threshold:.1f}): it may show the image's structure rather than the model's reasoning.",
-                icon=":material/flag:",
+            st.caption(
+                f"|ρ| is above {check.threshold:.1f}: with the learned weights destroyed, {method} still draws much "
+                "the same map" + (" (or its inverse)" if check.similarity < 0 else "") + ", so here it may show "
+                "the image's structure rather than what the model learned."
             )
         else:
-            st.success("The map depends on what the model learned.", icon=":material/check_circle:")
+            st.caption(
+                f"|ρ| is at most {check.threshold:.1f}: {method}'s map changes when the learned weights are "
+                "destroyed, as a method that depends on them should."
+            )
     st.caption(
         f"Re-initialised: {', '.join(plain(name) for name in check.randomized_modules[:4])}"
         + (" …" if len(check.randomized_modules) > 4 else "")

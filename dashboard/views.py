@@ -11,7 +11,7 @@ from gradcam_core.render import overlay
 from . import downloads, figures
 from .cache import Result
 from .settings import Settings
-from .text import plain
+from .text import map_subject, method_title, plain, score_verb
 
 COLOUR_WORDS: dict[str, tuple[str, str]] = {
     "jet": ("Red", "blue"),
@@ -24,6 +24,8 @@ COLOUR_WORDS: dict[str, tuple[str, str]] = {
     "hot": ("White", "black"),
 }
 """(strongest, weakest) colour of each colour map, in words."""
+UNLIKELY = 0.01
+"""Below this probability a class's map gets a warning: normalised to its own peak, it exaggerates."""
 
 
 def header() -> None:
@@ -43,28 +45,31 @@ def recovery_hint(model_ok: bool) -> None:
         st.caption(f"Pick another model in the sidebar, e.g. the built-in {core.MODELS[core.DEFAULT_MODEL].title}.")
 
 
-def counter_evidence(settings: Settings) -> bool:
-    """Whether the method maps evidence *against* the class (counterfactual)."""
-    return "counterfactual" in settings.method
-
-
 def summary(result: Result, model_title: str, settings: Settings) -> None:
     """One sentence: what the model sees and what the map explains."""
     top = result.predictions[0]
-    method = core.METHODS[result.method].title if result.method in core.METHODS else result.method
-    against = counter_evidence(settings)
+    method = method_title(result.method)
     target = result.target
     odds = "" if target.index == top.index else f" ({target.probability:.1%})"
+    facts = core.METHODS.get(result.method)
+    where = "" if facts is not None and not facts.class_specific else "where it found "
     st.markdown(
         f"**{plain(model_title)}** sees **{plain(top.label)}** ({top.probability:.1%}). "
-        f"The maps show where it found evidence {'against' if against else 'for'} **{plain(target.label)}**{odds} "
+        f"The maps show {where}{map_subject(result.method, target.label)}{odds} "
         f"— {method}, layer {plain(result.layer)}."
     )
     if result.strength <= 0:
         st.info(
-            f"The map is empty: no region of this image {'lowered' if against else 'raised'} the score of "
+            f"The map is empty: no region of this image {score_verb(result.method)} the score of "
             f"{plain(result.target.label)} at this layer. Try another layer or class.",
             icon=":material/info:",
+        )
+    elif target.probability < UNLIKELY and (facts is None or facts.class_specific):
+        st.warning(
+            f"The model gives {plain(target.label)} almost no probability ({target.probability:.1%}). The map is "
+            "scaled to its own peak, so it makes this weak evidence look as strong as a likely class's: compare "
+            "it with the top class on a common scale (Compare tab) before reading much into it.",
+            icon=":material/warning:",
         )
 
 
@@ -74,10 +79,9 @@ def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settin
     heat = result.heatmap_at(image.shape)
     blended = overlay(image, heat, settings.alpha, settings.colormap)
     strong, weak = COLOUR_WORDS.get(settings.colormap, ("Bright", "dark"))
-    verb = "lowered" if counter_evidence(settings) else "increased"
     label = plain(result.target.label)
     width, full_height = full_size
-    method = core.METHODS[result.method].title if result.method in core.METHODS else result.method
+    method = method_title(result.method)
     original, heatmap, combined = st.columns(3, gap="medium")
     with original:
         st.markdown("**Original**")
@@ -91,9 +95,13 @@ def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settin
             config=figures.plot_config(),
             key="heatmap",
         )
+        facts = core.METHODS.get(result.method)
+        if facts is not None and not facts.class_specific:
+            reading = f"{strong} = where the layer's dominant pattern is strongest, the same for every class"
+        else:
+            reading = f"{strong} = regions that most {score_verb(result.method)} the score for **{label}**"
         st.caption(
-            f"{strong} = regions that most {verb} the score for **{label}**; {weak} = none. "
-            f"Peak evidence **{result.strength:.3g}** (raw units). Hover to read the value."
+            f"{reading}; {weak} = none. Peak **{result.strength:.3g}** (raw units). Hover to read the value."
         )
     with combined:
         st.markdown("**Overlay**")

@@ -51,6 +51,8 @@ class CamMethod:
         forward_passes: Whether the method runs the model once per channel (slow: show progress).
         nonnegative_weights: Whether its weights are never negative, so its map is positive only where the
             activations are: such a method explains an activated layer by default (``activated_layer``).
+        class_specific: Whether the map depends on the explained class (Eigen-CAM's does not).
+        counter_evidence: Whether the map shows evidence *against* the class (counterfactual).
     """
 
     name: str
@@ -59,6 +61,8 @@ class CamMethod:
     weights: WeightFn
     forward_passes: bool = False
     nonnegative_weights: bool = False
+    class_specific: bool = True
+    counter_evidence: bool = False
 
 
 def _gradcam_weights(inputs: CamInputs) -> Tensor:
@@ -135,6 +139,7 @@ METHODS: dict[str, CamMethod] = {
             "Counterfactual Grad-CAM",
             "Regions whose features lower the class score: removing them would make the model more confident.",
             _counterfactual_weights,
+            counter_evidence=True,
         ),
         CamMethod(
             "gradcam++",
@@ -176,6 +181,7 @@ METHODS: dict[str, CamMethod] = {
             "Eigen-CAM",
             "The dominant pattern of the layer's features (first principal component); the same for every class.",
             _eigencam_weights,
+            class_specific=False,
         ),
     )
 }
