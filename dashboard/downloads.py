@@ -14,6 +14,7 @@ from gradcam_core.render import colorize, gradient_to_rgb, overlay, to_png_bytes
 from gradcam_core.report import model_weights_sha256
 
 from .cache import Result
+from .medical import BURNED_IN_FACT, BURNED_IN_WARNING
 from .settings import Settings
 
 
@@ -70,6 +71,7 @@ def html_report(image: np.ndarray, result: Result, settings: Settings, model: Lo
         colormap=settings.colormap,
         image_name=settings.image.name,
         extra=dict(settings.image.facts) or None,
+        warnings=[BURNED_IN_WARNING] if BURNED_IN_FACT in dict(settings.image.facts) else [],
     )
 
 

@@ -27,6 +27,12 @@ CT_PRESETS = {
 }
 """The usual CT windows, in Hounsfield units."""
 CUSTOM = "Custom…"
+BURNED_IN_WARNING = (
+    "This file says its pixels carry burned-in text, which may show the patient's name or other details: check "
+    "the picture before sharing the screen or the report."
+)
+BURNED_IN_FACT = "Burned-in annotation"
+"""The ``DicomImage.summary()`` key present when the pixels carry burned-in text."""
 
 
 @st.cache_resource(show_spinner="Reading the DICOM file…", max_entries=4, ttl=3600)
@@ -69,6 +75,8 @@ def dicom_input(image: ImageInput) -> ImageInput:
         + (f" · {dicom.num_frames} frames" if dicom.num_frames > 1 else "")
         + ". Patient details are never shown."
     )
+    if dicom.burned_in_annotation:
+        st.warning(BURNED_IN_WARNING, icon=":material/visibility_off:")
     frame = 0
     if dicom.num_frames > 1:
         frame = st.slider("Frame", 1, dicom.num_frames, 1, key=f"frame-{key}") - 1

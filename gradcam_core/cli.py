@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from .dicom import is_dicom, read_dicom, render_frame
 from .errors import GradCamError, ImageError
 from .explain import Explanation, explain
 from .guided import guide
+from .imaging import open_regular_file
 from .layers import resolve_layer
 from .methods import METHODS
 from .models import DEFAULT_MODEL, LoadedModel, available_models, load_model
@@ -66,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         layer = resolve_layer(loaded.model, args.layer or loaded.default_layer)[0]
         target = None if args.target is None else resolve_class(args.target, loaded.categories)
     except GradCamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_printable(exc)}", file=sys.stderr)
         return 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"error: cannot create the output folder {args.out} ({exc.strerror or exc}).", file=sys.stderr)
+        print(
+            f"error: cannot create the output folder {_printable(args.out)} ({_printable(exc.strerror or exc)}).",
+            file=sys.stderr,
+        )
         return 2
     return _run(args, loaded, layer, target)
 
@@ -96,11 +101,26 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 def _picture(path: Path) -> Image.Image | Path:
     """A DICOM file rendered in its own window (first frame); any other file as is (``explain`` decodes it)."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(132)
+        handle = open_regular_file(path)  # never blocks on a FIFO
     except OSError:
         return path  # explain reports the unreadable file in its own words
+    if handle is None:
+        return path  # a FIFO, a device or a folder: explain refuses it in its own words, without reading it
+    with handle:
+        head = handle.read(132)
     return render_frame(read_dicom(path)) if is_dicom(head) else path
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: object) -> str:
+    """``str(text)`` with control characters (C0, DEL, C1) and undecodable bytes shown as escapes like ``\\x1b``.
+
+    Every file name and message the command line prints goes through it, so a file name cannot move the
+    cursor, recolour or retitle the terminal, or hide a line behind a carriage return.
+    """
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], str(text))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -222,7 +242,7 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
     rows: list[tuple[str, Explanation]] = []
     failed: list[dict[str, str]] = []
     for done, (path, stem) in enumerate(zip(images, _unique_stems(images)), start=1):
-        progress.update(done - 1, path.name)
+        progress.update(done - 1, _printable(path.name))
         try:
             result = explain(_picture(path), loaded, layer, target, args.method)
             outputs = _write_outputs(result, args.out, stem, args.alpha, args.colormap)
@@ -234,14 +254,14 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
             message = f"Could not write the outputs to {args.out} ({exc.strerror or exc})."
         except GradCamError as exc:  # a setting (layer, class) that fails for every image
             progress.clear()
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {_printable(exc)}", file=sys.stderr)
             return 2
         else:
             explained.append(_image_summary(path, result, outputs))
             rows.append((str(path), result))
             continue
         progress.clear()
-        print(f"error: {path}: {message}", file=sys.stderr)
+        print(f"error: {_printable(path)}: {_printable(message)}", file=sys.stderr)
         failed.append({"file": str(path), "error": message})
     progress.close()
     summary = {
@@ -259,9 +279,12 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
         summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (args.out / "summary.csv").write_text(csv_table(rows), encoding="utf-8")
     except OSError as exc:
-        print(f"error: {summary_path}: could not write the summary ({exc.strerror or exc}).", file=sys.stderr)
+        print(
+            f"error: {_printable(summary_path)}: could not write the summary ({_printable(exc.strerror or exc)}).",
+            file=sys.stderr,
+        )
         return 1
-    print(f"{len(explained)} of {len(images)} images explained; summary in {summary_path} and summary.csv")
+    print(f"{len(explained)} of {len(images)} images explained; summary in {_printable(summary_path)} and summary.csv")
     return 1 if failed else 0
 
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import struct
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .errors import ModelError
+from .imaging import open_regular_file
 from .layers import LayerInfo, candidate_layers
 from .models import MODELS, LoadedModel
 from .preprocess import Preprocessing
@@ -42,6 +44,16 @@ MAX_LABELS_BYTES = 8 * 1024**2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+MAX_TENSORS = 20_000
+"""Most tensors a weights file may hold. torchvision's largest classifier (EfficientNet-V2-L) has about 1 700,
+counting BatchNorm's counters; an absurd count is refused from the file's header or directory alone (145 000
+empty tensors took 2.3 s and 120 MB to load, and the cost grows linearly)."""
+MAX_INDEX_BYTES = 4 * 1024**2
+"""Largest safetensors JSON header, or directory of a checkpoint archive: about 100 bytes per tensor, so 25 times
+what the largest classifier needs (safetensors itself accepts a 100 MB header, whose parsing takes gigabytes)."""
+
+_MAX_MEMBERS = MAX_TENSORS + 16  # a checkpoint archive: one member per tensor, plus a few records
+_DAMAGED_SAFETENSORS = "The weights file starts like safetensors but is damaged or truncated."
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # {"state_dict": ..., "epoch": 3} and the like
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
 _SQUARE_INPUT = ("vit_", "swin_", "maxvit_")  # transformers want a fixed square input
@@ -230,22 +242,12 @@ def _read(source: WeightsSource, what: str, max_bytes: int) -> tuple[bytes, Path
     """The bytes of a file given by path or as bytes, refusing anything over ``max_bytes``."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, path = bytes(source), None
-        size = len(data)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        try:
-            if not path.is_file():
-                raise ModelError(f"The {what} {path} does not exist or is not a file.")
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise ModelError(f"The {what} is {_human(size)}, over the {_human(max_bytes)} limit.")
-            with path.open("rb") as handle:
-                data = handle.read(max_bytes + 1)
-        except OSError as exc:
-            raise ModelError(f"The {what} {path} could not be read ({exc.strerror or type(exc).__name__}).") from exc
-        size = len(data)
+        data = _read_path(path, what, max_bytes)
     else:
         raise ModelError(f"The {what} is given as a path or bytes, not as {type(source).__name__}.")
+    size = len(data)
     if size > max_bytes:
         raise ModelError(f"The {what} is {_human(size)}, over the {_human(max_bytes)} limit.")
     if size == 0:
@@ -253,18 +255,41 @@ def _read(source: WeightsSource, what: str, max_bytes: int) -> tuple[bytes, Path
     return data, path
 
 
+def _read_path(path: Path, what: str, max_bytes: int) -> bytes:
+    """A regular file's bytes (up to ``max_bytes + 1``); a FIFO or a device is refused, never read."""
+    try:
+        if not path.exists():
+            raise ModelError(f"The {what} {path} does not exist.")
+        if path.is_dir():
+            raise ModelError(f"The {what} {path} is a folder, not a file.")
+        handle = open_regular_file(path)
+        if handle is None:
+            raise ModelError(f"The {what} {path} is not a regular file.")
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise ModelError(f"The {what} is {_human(size)}, over the {_human(max_bytes)} limit.")
+            return handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ModelError(f"The {what} {path} could not be read ({exc.strerror or type(exc).__name__}).") from exc
+
+
 def _state_dict(data: bytes, max_bytes: int) -> dict[str, Tensor]:
     """Parameter name -> tensor, read as data only (format recognised by its first bytes)."""
     if _is_safetensors(data):
+        _check_safetensors_header(data)
         try:
             loaded: object = safetensors.torch.load(data)
         except Exception as exc:
-            raise ModelError("The weights file starts like safetensors but is damaged or truncated.") from exc
+            raise ModelError(_DAMAGED_SAFETENSORS) from exc
     elif data[:4] == b"PK\x03\x04":
+        _check_zip_directory(data)
         try:
             entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise ModelError("The weights file is a damaged or truncated PyTorch checkpoint.") from exc
+        if len(entries) > _MAX_MEMBERS:
+            raise ModelError(_too_many_tensors(len(entries)))
         names = [entry.filename for entry in entries]
         unpacked = sum(entry.file_size for entry in entries)
         if unpacked > max_bytes:  # a compressed archive that would unpack past the limit
@@ -288,6 +313,61 @@ def _state_dict(data: bytes, max_bytes: int) -> dict[str, Tensor]:
 def _is_safetensors(data: bytes) -> bool:
     """safetensors: an 8-byte little-endian header length, then a JSON header starting with ``{``."""
     return len(data) >= 10 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < 100 * 1024**2
+
+
+def _check_safetensors_header(data: bytes) -> None:
+    """Refuse a safetensors header that is too long or lists too many tensors, before safetensors parses it."""
+    length = int.from_bytes(data[:8], "little")
+    if length > MAX_INDEX_BYTES:
+        raise ModelError(
+            f"The weights file's safetensors header is {_human(length)}, over the {_human(MAX_INDEX_BYTES)} "
+            "a classifier needs."
+        )
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ModelError(_DAMAGED_SAFETENSORS) from None
+    if not isinstance(header, dict):
+        raise ModelError(_DAMAGED_SAFETENSORS)
+    tensors = len(header) - ("__metadata__" in header)
+    if tensors > MAX_TENSORS:
+        raise ModelError(_too_many_tensors(tensors))
+
+
+def _check_zip_directory(data: bytes) -> None:
+    """Refuse a checkpoint archive whose directory lists too many members, before ``zipfile`` parses it."""
+    found = _zip_directory(data)
+    if found is None:
+        return  # zipfile reports the damage
+    members, size = found
+    if members > _MAX_MEMBERS:
+        raise ModelError(_too_many_tensors(members))
+    if size > MAX_INDEX_BYTES:
+        raise ModelError(
+            f"The weights file's archive directory is {_human(size)}, over the {_human(MAX_INDEX_BYTES)} "
+            "a classifier needs."
+        )
+
+
+def _zip_directory(data: bytes) -> tuple[int, int] | None:
+    """(members, directory size in bytes) from a zip's end-of-central-directory record (zip64 too)."""
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
+    if end < 0 or end + 22 > len(data):
+        return None
+    members, size = struct.unpack("<HI", data[end + 10 : end + 16])
+    locator = end - 20
+    if (members == 0xFFFF or size == 0xFFFFFFFF) and locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+        record = int.from_bytes(data[locator + 8 : locator + 16], "little")
+        if data[record : record + 4] == b"PK\x06\x06" and record + 48 <= len(data):
+            members, size = struct.unpack("<QQ", data[record + 32 : record + 48])
+    return members, size
+
+
+def _too_many_tensors(count: int) -> str:
+    return (
+        f"The weights file holds {count:,} tensors, more than the {MAX_TENSORS:,} a classifier could have; "
+        "it is refused."
+    )
 
 
 def _torch_load(data: bytes) -> object:
@@ -328,16 +408,22 @@ def _plain_state_dict(loaded: object) -> dict[str, Tensor]:
     return state
 
 
-@lru_cache(maxsize=None)
 def _head(arch: str) -> str:
     """Dotted name of the classifier layer of ``arch``."""
+    return _head_info(arch)[0]
+
+
+@lru_cache(maxsize=None)
+def _head_info(arch: str) -> tuple[str, tuple[int, ...]]:
+    """Dotted name of the classifier layer of ``arch`` and the shape of its weight (default number of classes)."""
     try:
         model = _meta_model(arch)
     except Exception:  # some initialisers cannot run on the meta device
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = torchvision.models.get_model(arch, weights=None)
-    return _head_of(model)
+    head = _head_of(model)
+    return head, tuple(model.get_submodule(head).weight.shape)
 
 
 def _head_of(model: nn.Module) -> str:
@@ -350,11 +436,12 @@ def _head_of(model: nn.Module) -> str:
 def _build(arch: str, state: dict[str, Tensor]) -> tuple[nn.Module, int, int]:
     """The model with ``state`` loaded, its number of outputs and of input channels."""
     head = f"{_head(arch)}.weight"
-    if head not in state or state[head].ndim < 2:
+    if head not in state:
         raise ModelError(
             f"The weights have no classifier tensor {head!r}, so they are not for {arch} (their first key is "
             f"{next(iter(state))!r}); check the architecture name."
         )
+    _check_head_rank(arch, head, state[head])
     outputs = int(state[head].shape[0])
     kwargs: dict[str, object] = {"num_classes": outputs}
     if arch == "googlenet":
@@ -371,6 +458,19 @@ def _build(arch: str, state: dict[str, Tensor]) -> tuple[nn.Module, int, int]:
     except Exception as exc:
         raise ModelError(f"The weights could not be loaded into {arch} ({type(exc).__name__}).") from exc
     return model.eval(), outputs, channels
+
+
+def _check_head_rank(arch: str, head: str, weight: Tensor) -> None:
+    """Refuse a classifier weight with the wrong number of dimensions (e.g. a vector where a matrix belongs)."""
+    want = _head_info(arch)[1]
+    if weight.ndim == len(want):
+        return  # the number of outputs is free; _check_keys compares the other dimensions
+    shape = "×".join(map(str, weight.shape)) or "a single number"
+    expected = "×".join(["N", *map(str, want[1:])])
+    raise ModelError(
+        f"The weights do not fit {arch}: the classifier tensor {head!r} has the wrong shape ({shape}, not {expected} "
+        "for N classes); check the architecture name."
+    )
 
 
 def _match_input_channels(model: nn.Module, state: dict[str, Tensor], arch: str) -> int:

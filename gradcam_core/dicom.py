@@ -26,14 +26,24 @@ import os
 import stat
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .errors import ImageError
-from .imaging import DEFAULT_MAX_BYTES, MAX_PIXELS, _format_bytes, _format_megapixels
+from .imaging import (
+    DEFAULT_MAX_BYTES,
+    MAX_JPEG_SCANS,
+    MAX_PIXELS,
+    _format_bytes,
+    _format_megapixels,
+    _jpeg_counts,
+    open_regular_file,
+)
 
 __all__ = ["DicomImage", "Window", "is_dicom", "read_dicom", "render_frame"]
 
@@ -105,6 +115,8 @@ class DicomImage:
         max_sample: Largest possible sample of a colour image (rendered as 255); ``None`` for greyscale.
         pixel_spacing: ``(row spacing, column spacing)`` in mm, when the file states it.
         slice_thickness: In mm, when the file states it.
+        burned_in_annotation: Whether the file says its pixels carry burned-in text (Burned In Annotation
+            ``YES``), which may show the patient's name: the picture itself may identify them.
     """
 
     frames: np.ndarray
@@ -118,6 +130,7 @@ class DicomImage:
     max_sample: float | None = None
     pixel_spacing: tuple[float, float] | None = None
     slice_thickness: float | None = None
+    burned_in_annotation: bool = False
 
     @property
     def is_color(self) -> bool:
@@ -138,6 +151,8 @@ class DicomImage:
             info["Pixel spacing"] = f"{row:.4g} × {col:.4g} mm"
         if self.slice_thickness is not None:
             info["Slice thickness"] = f"{self.slice_thickness:.4g} mm"
+        if self.burned_in_annotation:
+            info["Burned-in annotation"] = "YES: the pixels may show the patient's name or other details"
         return info
 
 
@@ -253,8 +268,13 @@ def _read_path(source: str | os.PathLike[str], max_bytes: int | None) -> bytes:
             f"The file is {_format_bytes(info.st_size)}, more than the {_format_bytes(max_bytes)} limit."
         )
     try:
-        with open(path, "rb") as handle:
+        handle = open_regular_file(path)
+        if handle is None:  # replaced by a FIFO or a device since the stat() above
+            raise ImageError("The path is not a regular file.")
+        with handle:
             return handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageError("The DICOM file does not exist.") from None
     except PermissionError:
         raise ImageError("The DICOM file cannot be opened (permission denied).") from None
     except OSError:
@@ -322,6 +342,8 @@ def _decode(data: bytes, max_pixels: int) -> DicomImage:
         raise ImageError(
             f"The DICOM file is compressed with a transfer syntax that cannot be decoded here ({ts_name})."
         )
+    if tsyntax.is_encapsulated:
+        _check_frames(ds, tsyntax, rows, columns, num_frames)
     try:
         raw, meta = decoder.as_array(ds, as_rgb=True)
     except MemoryError:
@@ -370,7 +392,164 @@ def _decode(data: bytes, max_pixels: int) -> DicomImage:
         max_sample=max_sample,
         pixel_spacing=_pixel_spacing(ds),
         slice_thickness=_positive_float(ds.get("SliceThickness")),
+        burned_in_annotation=str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES",
     )
+
+
+def _check_frames(ds: Any, tsyntax: Any, rows: int, columns: int, num_frames: int) -> None:
+    """Refuse compressed frames whose own header promises more work than Rows x Columns, before decoding.
+
+    A decoder sizes its output from the frame's header, not from the file's Rows and Columns: a 500 KB JPEG 2000
+    frame of 13000 x 13000 pixels in a file declaring 64 x 64 would cost a gigabyte to decode. The frames of
+    other encapsulated syntaxes (video, for which pydicom has no decoder) are left to the decoders.
+    """
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes, RLELossless
+
+    check: Callable[[bytes], None]
+    if tsyntax == RLELossless:
+        check = partial(_check_rle_frame, pixels=rows * columns)
+    elif tsyntax in JPEGTransferSyntaxes or tsyntax in JPEGLSTransferSyntaxes:
+        check = partial(_check_jpeg_frame, rows=rows, columns=columns)
+    elif tsyntax in JPEG2000TransferSyntaxes:
+        check = partial(_check_j2k_frame, rows=rows, columns=columns)
+    else:
+        return
+    extended = None
+    if ds.get("ExtendedOffsetTable") is not None and ds.get("ExtendedOffsetTableLengths") is not None:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        if len(extended[0]) != len(extended[1]):
+            extended = None  # pydicom ignores a mismatched table too
+    for frame in generate_frames(ds.PixelData, number_of_frames=num_frames, extended_offsets=extended):
+        check(frame)
+
+
+def _check_frame_size(size: tuple[int, int] | None, rows: int, columns: int) -> None:
+    if size is None:
+        raise ImageError("The DICOM file's compressed frame has no readable image header; it is refused.")
+    if size != (columns, rows):
+        raise ImageError(
+            f"The DICOM file's compressed frame is {size[0]} x {size[1]} pixels but the file declares "
+            f"{columns} x {rows}; it is refused."
+        )
+
+
+def _check_jpeg_frame(frame: bytes, rows: int, columns: int) -> None:
+    """A JPEG or JPEG-LS frame: its SOF size, and its number of scans (see ``imaging.MAX_JPEG_SCANS``)."""
+    _check_frame_size(_jpeg_frame_size(frame) if frame.startswith(b"\xff\xd8") else None, rows, columns)
+    if _jpeg_counts(io.BytesIO(frame))[0] > MAX_JPEG_SCANS:
+        raise ImageError(
+            f"The DICOM file's compressed frame has more than {MAX_JPEG_SCANS} JPEG scans, which would make "
+            "decoding it far too slow."
+        )
+
+
+def _check_j2k_frame(frame: bytes, rows: int, columns: int) -> None:
+    _check_frame_size(_j2k_frame_size(frame), rows, columns)
+
+
+def _frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from a compressed frame's own header: JPEG/JPEG-LS SOF or JPEG 2000 SIZ."""
+    return _jpeg_frame_size(frame) if frame.startswith(b"\xff\xd8") else _j2k_frame_size(frame)
+
+
+# SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC); SOF55 (F7) is JPEG-LS.
+_SOF_MARKERS = frozenset({*range(0xC0, 0xD0), 0xF7}) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) of the first SOF segment, walking the marker segments before it."""
+    offset = 2
+    while offset + 4 <= len(frame):
+        if frame[offset] != 0xFF:
+            return None
+        marker = frame[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in _SOF_MARKERS:
+            if offset + 9 > len(frame):
+                return None
+            height, width = struct.unpack(">HH", frame[offset + 5 : offset + 9])
+            return width, height
+        if marker in (0xD9, 0xDA):  # EOI or a scan before any frame header
+            return None
+        offset += 2 + struct.unpack(">H", frame[offset + 2 : offset + 4])[0]
+    return None
+
+
+def _j2k_frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from the SIZ marker of a JPEG 2000 codestream (bare, or in a JP2 file's jp2c box)."""
+    offset = 0
+    if frame.startswith(b"\x00\x00\x00\x0cjP  "):
+        offset = _jp2_codestream_offset(frame)
+        if offset is None:
+            return None
+    siz = frame[offset : offset + 24]
+    if len(siz) < 24 or siz[:4] != b"\xff\x4f\xff\x51":  # SOC, then SIZ as the standard requires
+        return None
+    xsiz, ysiz, x0, y0 = struct.unpack(">IIII", siz[8:24])
+    return max(xsiz - x0, 0), max(ysiz - y0, 0)
+
+
+def _jp2_codestream_offset(data: bytes) -> int | None:
+    """Where the codestream of a JP2 file starts (inside its ``jp2c`` box)."""
+    offset = 0
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        header = 8
+        if length == 1:  # a 64-bit length follows
+            if offset + 16 > len(data):
+                return None
+            length, header = struct.unpack(">Q", data[offset + 8 : offset + 16])[0], 16
+        if kind == b"jp2c":
+            return offset + header
+        if length < header:  # 0 means "to the end of the file": no jp2c box after it
+            return None
+        offset += length
+    return None
+
+
+def _check_rle_frame(frame: bytes, pixels: int) -> None:
+    """Refuse an RLE frame whose segments could decode to far more than ``pixels`` bytes each.
+
+    pydicom decodes every segment in full (in Python) before comparing its length with Rows x Columns, and a
+    two-byte run makes 128 bytes: a small segment could inflate to gigabytes. The slack (twice the size, for
+    sloppy encoders' padding) keeps the cost proportional to the declared size.
+    """
+    limit = 2 * pixels + 256
+    if len(frame) < 64:
+        raise ImageError(_CORRUPT)
+    header = struct.unpack("<16I", frame[:64])
+    count = header[0]
+    if not 1 <= count <= 15:
+        raise ImageError(_CORRUPT)
+    offsets = [*header[1 : count + 1], len(frame)]
+    for start, end in zip(offsets, offsets[1:]):
+        if not 64 <= start <= end <= len(frame):
+            raise ImageError(_CORRUPT)
+        if end - start > limit or _rle_decoded_length(frame, start, end, limit) > limit:
+            raise ImageError(
+                "The DICOM file's RLE-compressed frame decodes to more pixels than the file declares; it is refused."
+            )
+
+
+def _rle_decoded_length(data: bytes, start: int, end: int, limit: int) -> int:
+    """Bytes the PackBits segment ``data[start:end]`` decodes to, counting stopped past ``limit``."""
+    if (end - start) * 64 <= limit:  # at most 128 bytes out of every 2 in: cannot pass the limit
+        return 0
+    total, pos = 0, start
+    while pos < end and total <= limit:
+        code = data[pos]
+        if code < 128:  # a literal run of code + 1 bytes
+            total += code + 1
+            pos += code + 2
+        elif code > 128:  # the next byte, 257 - code times
+            total += 257 - code
+            pos += 2
+        else:  # 128: no operation
+            pos += 1
+    return total
 
 
 def _looks_truncated(ds: Any, size: int) -> bool:

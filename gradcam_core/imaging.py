@@ -13,10 +13,14 @@ Safety rules:
   (which is never modified here). Pillow's own decompression-bomb warning/error, if it
   fires, is turned into an :class:`ImageError` too.
 * Truncated files are errors (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set here).
+* Decoding cost is bounded too: a JPEG's scans are counted in its bytes before decoding (a progressive
+  JPEG of thousands of tiny scans costs minutes of CPU in under 1 MB), and only frame 0 of an
+  animation or multi-page file is ever decoded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -45,6 +49,21 @@ _UNKNOWN = f"The file is not a readable image (use {_FORMAT_LIST})."
 # Modes whose samples exceed 8 bits: rescaled by the image's own min..max.
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+MAX_JPEG_SCANS: int = 100
+"""Most scans (SOS markers) a JPEG may hold. libjpeg's standard progressive scripts use 10 scans (6 for
+grayscale) and the most elaborate encoders' stay well under 100, while each scan can cost the decoder a
+pass over the whole image: thousands of scans are a denial-of-service file, never a photograph. (libjpeg-turbo
+suggests refusing more than 1000; we can afford to be stricter.)"""
+MAX_JPEG_SEGMENTS: int = 10_000
+"""Most marker segments a JPEG may hold: real files have tens (a large ICC profile in 64 KB pieces, a few
+hundred). Pillow parses each header segment in Python (0.3 s per megabyte of empty segments), and so does
+the scan count: this bounds both."""
+
+_JPEG_ANY_MARKER = re.compile(rb"\xff[^\x00\xff]")  # 0xFF00 is a stuffed data byte, 0xFFFF a fill byte
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # restart markers belong to the scan
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0..7, SOI: no length field
+_CHUNK = 1 << 16
 
 
 
@@ -116,21 +135,46 @@ def _from_path(
             f"{_format_bytes(max_bytes)} limit."
         )
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
+        handle = open_regular_file(path)
     except FileNotFoundError:
         raise ImageError(f"The file '{name}' does not exist.") from None
     except PermissionError:
         raise ImageError(f"The file '{name}' cannot be opened (permission denied).") from None
     except OSError:
         raise ImageError(f"The file '{name}' cannot be opened.") from None
+    if handle is None:  # replaced by a FIFO or a device since the stat() above
+        raise ImageError(f"The path '{name}' is not a regular file.")
     with handle:
         return _decode(handle, max_pixels)
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> IO[bytes] | None:
+    """``path`` opened for binary reading, or ``None`` when it is not a regular file (a FIFO, a device, a folder).
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO never hangs the caller,
+    even one swapped in after an earlier ``stat()``. Raises ``OSError`` when the path cannot be opened.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
 
 
 def _decode(fp: IO[bytes], max_pixels: int) -> Image.Image:
     """Open ``fp`` with the allowlisted decoders, check the size, decode frame 0."""
     head = fp.read(1024)
     fp.seek(0)
+    if head.startswith(b"\xff\xd8\xff"):  # Pillow's test for a JPEG (or MPO: frame 0 is a JPEG)
+        _check_jpeg_cost(fp)
     # No warnings.catch_warnings() here: it swaps process-wide state and would have to serialise
     # decodes across threads. Our own size check runs before any pixel is decoded, and Pillow's
     # DecompressionBombError (twice its warning limit) is caught below.
@@ -156,6 +200,8 @@ def _from_pil(img: Image.Image, max_pixels: int) -> Image.Image:
     """Normalise a caller's PIL image (current frame) without mutating it."""
     _check_size(img.size, max_pixels)
     try:
+        if img.format in ("JPEG", "MPO") and getattr(img, "tile", None) and getattr(img, "fp", None) is not None:
+            _check_jpeg_cost(img.fp)  # not decoded yet: its scans are still to pay for
         img.load()
         result = _normalise(img)
     except ImageError:
@@ -180,6 +226,67 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
             f"The image is {width} x {height} pixels, more than the "
             f"{_format_megapixels(max_pixels)}-megapixel limit."
         )
+
+
+def _check_jpeg_cost(fp: IO[bytes]) -> None:
+    """Refuse a JPEG whose scans or segments would make decoding slow, from its bytes alone (``fp`` is rewound)."""
+    start = fp.tell()
+    try:
+        fp.seek(0)
+        scans, segments = _jpeg_counts(fp)
+    finally:
+        fp.seek(start)
+    if scans > MAX_JPEG_SCANS:
+        raise ImageError(
+            f"The JPEG file has more than {MAX_JPEG_SCANS} scans, which would make decoding it far too slow."
+        )
+    if segments > MAX_JPEG_SEGMENTS:
+        raise ImageError(
+            f"The JPEG file has more than {MAX_JPEG_SEGMENTS} marker segments, which would make reading it far too "
+            "slow."
+        )
+
+
+def _jpeg_counts(fp: IO[bytes]) -> tuple[int, int]:
+    """(scans, marker segments) of the first image of a JPEG, walking its segments up to EOI.
+
+    Markers are found the way libjpeg finds them (stray bytes and fill bytes skipped), so nothing it would
+    decode escapes the count. Counting stops one past either limit.
+    """
+    if fp.read(2) != b"\xff\xd8":
+        return 0, 0
+    scans = segments = 0
+    while scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
+        if not _skip_to(fp, _JPEG_ANY_MARKER):
+            break
+        marker = fp.read(2)[1]
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _JPEG_STANDALONE:
+            continue
+        segments += 1
+        length = int.from_bytes(fp.read(2), "big")
+        if length < 2:
+            break
+        fp.seek(length - 2, os.SEEK_CUR)
+        if marker == 0xDA:  # SOS: entropy-coded data follows, restart markers included
+            scans += 1
+            _skip_to(fp, _JPEG_SCAN_END)
+    return scans, segments
+
+
+def _skip_to(fp: IO[bytes], pattern: re.Pattern[bytes]) -> bool:
+    """Move ``fp`` to the next match of a two-byte ``pattern``; ``False`` at the end of the file."""
+    size = 256
+    while chunk := fp.read(size):
+        found = pattern.search(chunk)
+        if found is not None:
+            fp.seek(found.start() - len(chunk), os.SEEK_CUR)
+            return True
+        if len(chunk) > 1 and chunk.endswith(b"\xff"):
+            fp.seek(-1, os.SEEK_CUR)  # the marker may straddle two reads
+        size = min(size * 4, _CHUNK)
+    return False
 
 
 def _normalise(img: Image.Image) -> Image.Image:

@@ -15,7 +15,7 @@ import html
 import importlib.metadata
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,6 +107,7 @@ def build_report(
     colormap: str,
     image_name: str,
     extra: Mapping[str, str] | None = None,
+    warnings: Sequence[str] = (),
     now: datetime | None = None,
 ) -> str:
     """A self-contained HTML report of one explanation.
@@ -122,6 +123,7 @@ def build_report(
         colormap: Colour map of the heatmap and overlay (a key of ``render.COLORMAPS``).
         image_name: Name of the explained image, e.g. the uploaded file's name.
         extra: More rows for the report, e.g. ``DicomImage.summary()``.
+        warnings: Sentences shown prominently under the title, e.g. that a scan's pixels carry burned-in text.
         now: Time of the report (default: now); naive datetimes are taken as UTC.
 
     Returns:
@@ -199,7 +201,8 @@ def build_report(
         f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<h1>{_esc(title)}</h1>\n"
         f'<p class="note" role="note"><strong>{_esc(DISCLAIMER)}</strong></p>\n'
-        f'<div class="figures">{figures}</div>\n'
+        + "".join(f'<p class="note" role="alert"><strong>{_esc(warning)}</strong></p>\n' for warning in warnings)
+        + f'<div class="figures">{figures}</div>\n'
         f'<h2>Explanation</h2><table class="kv">{rows_html}</table>\n'
         f'<h2>Top predictions</h2><table class="preds"><thead><tr><th>Rank</th><th>Class</th>'
         f'<th>Index</th><th>Probability</th></tr></thead><tbody>{prediction_rows}</tbody></table>\n'

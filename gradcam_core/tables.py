@@ -31,18 +31,27 @@ class Explained(Protocol):
 
 
 def csv_table(rows: Iterable[tuple[str, Explained]]) -> str:
-    """CSV text with a header (``COLUMNS``) and one row per ``(image name, explanation)``."""
+    """CSV text with a header (``COLUMNS``) and one row per ``(image name, explanation)``.
+
+    Every text cell (file, model, layer, method and class names: a custom model is named after its weights
+    file) goes through :func:`spreadsheet_safe`; the numbers are written by us.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    # csv quotes a cell holding "\n" but not one holding a lone "\r", at which spreadsheets start a new row:
+    # the rest of a file name would become a row of its own, first cell unprotected. Such rows are quoted whole.
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
     for name, found in rows:
         top = found.predictions[0]
-        writer.writerow([
-            spreadsheet_safe(name), found.model, found.layer, found.method,
+        texts = [spreadsheet_safe(str(text)) for text in (name, found.model, found.layer, found.method)]
+        row = [
+            *texts,
             spreadsheet_safe(top.label), f"{top.probability:.6f}",
             spreadsheet_safe(found.target.label), f"{found.target.probability:.6f}",
             f"{found.score:.6f}", f"{found.strength:.6g}",
-        ])
+        ]
+        (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     return buffer.getvalue()
 
 

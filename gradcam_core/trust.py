@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -272,7 +273,8 @@ class SanityCheck:
         random_map: ``(h, w)`` raw map of the randomised copy, same class, layer and method.
         similarity: Spearman rank correlation of the two maps upsampled to the model input (-1 to 1; 0 when
             either map is constant).
-        suspicious: ``similarity > threshold``: the map barely depends on the learned weights.
+        suspicious: ``|similarity| > threshold``: the map survives the randomisation (as it is or inverted), so
+            the method barely depends on the learned weights.
         threshold: The similarity above which the map is flagged.
         randomized_modules: Dotted names of the re-initialised modules, from the output down.
         target: The class explained.
@@ -326,8 +328,7 @@ def randomized_copy(
     else:
         probe = torch.zeros(1, 3, 224, 224)
 
-    clone = copy.deepcopy(module)
-    _drop_engine_hooks(clone)
+    clone = _copy_without_engine_hooks(module)
     order = list(probe_forward(clone, probe))  # module names in the order the forward enters them
     parameterised = [name for name in order if any(True for _ in clone.get_submodule(name).parameters(recurse=False))]
     if randomize is None:
@@ -367,13 +368,13 @@ def sanity_check(
         method: CAM method name.
         randomize: Depth of the randomisation, see :func:`randomized_copy`.
         seed: Seed of the re-initialisation.
-        threshold: Similarity above which the map is flagged as ``suspicious``.
+        threshold: Absolute similarity above which the map is flagged as ``suspicious``.
         randomized: A copy made earlier by :func:`randomized_copy` for this model and layer (skips the copy).
 
     Raises:
         GradCamError: (a subclass of) for a bad image, layer, class or method.
     """
-    layer_name = layer or model.default_layer
+    layer_name = layer or model.default_layer_for(method)
     if randomized is None:
         randomized = randomized_copy(model, layer_name, randomize=randomize, seed=seed)
     inputs = to_input(load_image(image), model.preprocessing)
@@ -389,7 +390,7 @@ def sanity_check(
         real_map=real_map,
         random_map=random_map,
         similarity=similarity,
-        suspicious=similarity > threshold,
+        suspicious=abs(similarity) > threshold,
         threshold=threshold,
         randomized_modules=randomized.modules,
         target=class_index,
@@ -435,13 +436,36 @@ def _reinitialise(module: nn.Module) -> None:
             flat.copy_(flat[torch.randperm(flat.numel())])
 
 
-def _drop_engine_hooks(model: nn.Module) -> None:
-    """Remove the engine's transient hooks a concurrent call had registered on the original when it was copied."""
+_HOOK_TABLES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_OPTIONS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+
+
+def _copy_without_engine_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` without the engine's transient hooks, safe while other threads explain with it.
+
+    Other threads add and remove their hooks on the shared model meanwhile: deep-copying the live hook tables
+    could fail (a dict changed size during iteration) or copy another thread's hook along with its tensors.
+    Each table is snapshotted instead (one C-level copy, atomic under the GIL), the engine's hooks are left out,
+    and the copy gets the snapshots (the owner's own hooks are shared, not copied).
+    """
+    memo: dict[int, object] = {}
     for module in model.modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks):
-            for key, hook in list(hooks.items()):
-                if getattr(hook, "__module__", "").startswith("gradcam_core."):
-                    del hooks[key]
+        kept: set[int] = set()
+        for name in _HOOK_TABLES:
+            table = getattr(module, name, None)
+            if isinstance(table, dict):
+                snapshot = OrderedDict((key, hook) for key, hook in list(table.items()) if not _is_engine_hook(hook))
+                memo[id(table)] = snapshot
+                kept.update(snapshot)
+        for name in _HOOK_OPTIONS:  # per-hook flags, keyed like the hooks
+            table = getattr(module, name, None)
+            if isinstance(table, dict):
+                memo[id(table)] = OrderedDict((key, flag) for key, flag in list(table.items()) if key in kept)
+    return copy.deepcopy(model, memo)
+
+
+def _is_engine_hook(hook: object) -> bool:
+    return (getattr(hook, "__module__", None) or "").startswith("gradcam_core.")
 
 
 # ------------------------------------------------------------------------------------------------ region check

@@ -378,3 +378,22 @@ def test_layer_follows_the_method_until_the_user_picks_one(app: AppTest) -> None
     _assert_healthy(app)
     assert app.selectbox(key=key).value == "_blocks.0"  # the user's pick stays
     assert not app.warning
+
+
+def test_an_unlikely_class_gets_a_warning(app: AppTest) -> None:
+    classes = next(box for box in app.selectbox if (box.key or "").startswith("class-"))
+    classes.set_value(ANOTHER_CLASS).run()
+    search = next(box for box in app.selectbox if (box.key or "").startswith("any-class-"))
+    search.set_value(gradcam_core.load_model().categories.index("goldfish")).run()
+    assert not app.exception
+    [warning] = [w.value for w in app.warning]
+    assert "almost no probability" in warning and "goldfish" in warning
+
+
+def test_wording_follows_the_method(app: AppTest) -> None:
+    app.selectbox(key="method").set_value("eigencam").run()
+    _assert_healthy(app)
+    assert "the dominant pattern of the layer's features (the same for every class)" in _summary(app)
+    assert "evidence for" not in _summary(app)
+    app.selectbox(key="method").set_value("counterfactual").run()
+    assert "evidence against" in _summary(app)

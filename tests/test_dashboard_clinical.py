@@ -238,3 +238,22 @@ def test_report_of_a_dicom_image_lists_its_facts_not_its_patient() -> None:
     document = downloads.html_report(image, result, settings, model)()
     assert "Modality" in document and ">CT<" in document and "Doe" not in document
     assert str(pydicom.dcmread(io.BytesIO(data)).PatientName) not in document
+
+
+def test_burned_in_annotation_is_warned_on_the_page_and_in_the_report(fresh: AppTest, lite0) -> None:
+    model = lite0
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.BurnedInAnnotation = "YES"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    fresh.file_uploader(key="upload").upload("scan.dcm", buffer.getvalue()).run()
+    assert not fresh.exception
+    assert any("burned-in text" in w.value for w in fresh.warning)
+
+    from dashboard.medical import as_picture
+
+    picture = as_picture(ImageInput.from_bytes("Upload 1 (DICOM)", buffer.getvalue()))
+    settings = Settings(picture, model.name, model.default_layer, None, "gradcam", 0.5, "jet")
+    image = np.asarray(Image.open(io.BytesIO(picture.data)).convert("RGB"))
+    report = downloads.html_report(image, cache.explain(settings, model), settings, model)()
+    assert 'role="alert"><strong>This file says its pixels carry burned-in text' in report

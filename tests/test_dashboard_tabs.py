@@ -235,3 +235,29 @@ def test_guided_gradcam_panels_match_the_engine(model) -> None:
     full_size = gradcam_core.explain_guided(CAT, model)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), gradient_to_rgb(full_size.guided_gradcam))
     assert "download-guided" in [button.key for button in at.get("download_button")]
+
+
+def test_gallery_names_the_failing_upload_and_shows_a_repeat_once(model) -> None:
+    st.cache_data.clear()
+    cache.shared_results().clear()
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    cat = CAT.read_bytes()
+    at.file_uploader(key="upload").set_value(
+        [("cat.png", cat, "image/png"), ("copy.png", cat, "image/png"), ("empty.png", b"", "image/png")]
+    ).run()
+    at.session_state["view"] = "Gallery"
+    at.run()
+    assert not at.exception
+    assert [shown(e.value) for e in at.error] == ["empty.png: The file is empty."]
+    assert len(at.get("image")) == 1
+    assert "1 repeated upload(s) of the same file shown once." in "\n".join(c.value for c in at.caption)
+
+
+def test_dicom_window_and_frame_are_recorded(model) -> None:
+    from dashboard.medical import as_picture
+
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    picture = as_picture(ImageInput.from_bytes("Upload 1 (DICOM)", data), 0, gradcam_core.Window(40, 400), "Soft tissue")
+    settings = Settings(picture, model.name, model.default_layer, None, "gradcam", 0.5, "jet")
+    facts = json.loads(downloads.report(settings, cache.explain(settings, model), (128, 128), model.title))["image"]["facts"]
+    assert facts["Window"] == "Soft tissue: level 40, width 400" and facts["Frame"] == "1 of 1"

@@ -265,3 +265,14 @@ def test_randomized_copy_refuses_bad_depths(lite0) -> None:
     with pytest.raises(TrustCheckError, match="nothing to randomise"):
         randomized_copy(headless, "1")
     assert randomized_copy(headless, "0").modules == ("0",)
+
+
+def test_a_strongly_inverted_map_is_flagged_too(lite0, assets, monkeypatch) -> None:
+    """A rank correlation of -0.7 means the map survives randomisation (inverted): the method is suspect."""
+    from gradcam_core import trust
+
+    monkeypatch.setattr(trust, "rank_correlation", lambda a, b: -0.7)
+    check = trust.sanity_check(lite0, assets / "chelsea.png", "_blocks.15", randomize=1)
+    assert check.similarity == -0.7 and check.suspicious
+    monkeypatch.setattr(trust, "rank_correlation", lambda a, b: -0.3)
+    assert not trust.sanity_check(lite0, assets / "chelsea.png", "_blocks.15", randomize=1).suspicious
