@@ -13,4 +13,7 @@ from .report import RESULTS, write_report
 __all__ = ["NAMES", "RESULTS", "write_report"]
 
 #: Every benchmark, in the order ``python -m benchmarks`` runs them.
-NAMES: tuple[str, ...] = ("speed", "methods", "scorecam_batch", "memory", "localisation", "faithfulness", "reblend", "load")
+NAMES: tuple[str, ...] = (
+    "speed", "methods", "scorecam_batch", "memory", "localisation", "method_defaults", "faithfulness", "threads",
+    "reblend", "load",
+)

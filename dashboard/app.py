@@ -93,14 +93,11 @@ def chosen_model(status: ModelStatus | None, own: OwnModel | None) -> LoadedMode
 def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ...]) -> None:
     """The explanation for ``settings``: a summary, then the open tab.
 
-    Every tab reads the same cached result; only the open tab is drawn (switching tabs reruns the script).
+    Every tab reads the same cached result; only the open tab is drawn (switching tabs reruns the script). The
+    result is computed inside the open tab, so a slow method's progress bar never hides the tabs.
     """
     image = settings.image
-    result = cache.explain(settings, model, on_cancel=controls.use_default_method)
-    full = cache.decode_image(image.digest, image.data)
-    shown = cache.display_image(image.digest, image.data)
-    size = (full.shape[1], full.shape[0])
-    views.summary(result, model.title, settings)
+    summary = st.container()
     if dict(image.facts).get("Modality") and model.name in core.MODELS:
         st.warning(
             f"{model.title} learned from everyday photos (ImageNet), not medical images: its classes say little "
@@ -108,8 +105,16 @@ def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ..
             icon=":material/warning:",
         )
     tabs = dict(zip(TABS, st.tabs(list(TABS), key="view", on_change="rerun")))
-    with tabs["Explanation"]:
-        if tabs["Explanation"].open:
+    opened = next((name for name, tab in tabs.items() if tab.open), TABS[0])
+    with tabs[opened]:
+        result = cache.explain(settings, model, on_cancel=controls.use_default_method)
+    full = cache.decode_image(image.digest, image.data)
+    shown = cache.display_image(image.digest, image.data)
+    size = (full.shape[1], full.shape[0])
+    with summary:
+        views.summary(result, model.title, settings)
+    with tabs[opened]:
+        if opened == "Explanation":
             views.panels(shown, size, result, settings)
             detail.render(shown, size, result, settings, model)
             st.divider()
@@ -120,17 +125,13 @@ def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ..
                 views.download_buttons(full, result, settings, model)
                 views.how_to_read(result, settings)
                 views.details(result, model)
-    with tabs["Compare"]:
-        if tabs["Compare"].open:
+        elif opened == "Compare":
             compare.render(settings, model, result, shown, size)
-    with tabs["Trust checks"]:
-        if tabs["Trust checks"].open:
+        elif opened == "Trust checks":
             trust_view.render(settings, model, result, shown, size)
-    with tabs["Gallery"]:
-        if tabs["Gallery"].open:
+        elif opened == "Gallery":
             gallery.render(settings, model, uploads)
-    with tabs["How it works"]:
-        if tabs["How it works"].open:
+        else:
             teaching.render(settings, model, result, shown, size)
 
 

@@ -174,12 +174,14 @@ def method_choice() -> str:
         "Method",
         names,
         index=names.index(cache.default_method()),
-        format_func=lambda key: methods[key].title,
+        format_func=lambda key: f"{methods[key].title} (slow)" if methods[key].forward_passes else methods[key].title,
         key=METHOD_KEY,
-        help="How the network's internal signals become a map.\n\n"
-        + "\n".join(f"- **{m.title}**: {m.description}" for m in methods.values()),
+        help="How the network's internal signals become a map. The methods weigh the same feature maps "
+        "differently, so their maps can disagree: one spot for one method, the whole object for another. "
+        "Where they agree, trust the map more.\n\n"
+        + "\n".join(f"- **{m.title}**: {m.description} {m.use}" for m in methods.values()),
     )
-    st.caption(methods[name].description)
+    st.caption(f"{methods[name].description} {methods[name].use}")
     return name
 
 
@@ -207,8 +209,11 @@ def layer_choice(model: LoadedModel | None, method: str) -> str | None:
     st.session_state[shown_default] = default
 
     def label(name: str) -> str:
-        text = infos[name].describe() if name in infos else name
-        return f"{text} (default)" if name == default else text
+        if name not in infos:
+            return f"{name} (recommended)" if name == default else name
+        channels, height, width = infos[name].shape
+        text = f"{height}×{width} · {name} · {channels} maps"
+        return f"{text} · recommended" if name == default else text
 
     preselect = {} if key in st.session_state else {"index": names.index(default)}
     layer = st.selectbox(
@@ -220,16 +225,31 @@ def layer_choice(model: LoadedModel | None, method: str) -> str | None:
         help="Where in the network to look. The default, a late layer, gives the most class-specific map; "
         "earlier layers give finer but less meaningful maps.",
     )
+    described = infos[layer].describe() if layer in infos else layer
     if layer != default:
-        st.caption("Earlier layers give sharper but less class-specific maps.")
+        st.caption(f"{plain(described)}. Earlier layers give sharper but less class-specific maps.")
     elif default != model.default_layer:
         st.caption(
-            f"The default for {core.METHODS[method].title}: the last feature map after an activation function. "
-            "Its weights are never negative, so it needs positive feature maps to show anything."
+            f"{plain(described)}: the default for {core.METHODS[method].title}, the last feature map after an "
+            "activation function. Its weights are never negative, so it needs positive feature maps to show anything."
         )
     else:
-        st.caption("The default layer: the network's last feature map, usually the most telling.")
+        st.caption(f"{plain(described)}: the default, the network's last feature map, usually the most telling.")
+    cost_note(model, method, layer)
     return layer
+
+
+def cost_note(model: LoadedModel, method: str, layer: str) -> None:
+    """For a method that runs the model once per feature map: how many runs, and roughly how long here."""
+    infos = {info.name: info for info in model.layers}
+    if not core.METHODS[method].forward_passes or layer not in infos:
+        return
+    channels = infos[layer].shape[0]
+    seconds = channels * cache.forward_seconds(model)
+    st.caption(
+        f"{core.METHODS[method].title} runs the model once per feature map: {channels} runs at this layer, "
+        f"about {seconds:.0f} s on this server when it is idle (a progress bar and Cancel while it runs)."
+    )
 
 
 def display_choice() -> dict[str, object]:

@@ -23,17 +23,48 @@ from . import cache, figures
 from .cache import Result
 from .guard import reported_errors
 from .settings import Settings
+from .shared_results import SharedResults
 from .text import method_title, plain
 from .uploads import IMAGE_BYTES, IMAGE_MB, received
 
 
-@st.cache_data(show_spinner="Deleting and inserting pixels…", max_entries=64, ttl=3600)
-def faithfulness(
-    digest: str, _data: bytes, model: str, _model: LoadedModel, layer: str, target: int, method: str, _map: np.ndarray
-) -> FaithfulnessCurves:
-    """Deletion and insertion curves of the map ``_map`` (identified by the other arguments)."""
-    picture = Image.fromarray(cache.decode_image(digest, _data))
-    return trust.deletion_insertion(_model, picture, _map, target)
+CANCELLED_KEY = "trust-cancelled"
+"""Session-state key: the faithfulness check the user cancelled (its store key)."""
+
+
+@st.cache_resource(show_spinner=False)
+def shared_curves() -> SharedResults[FaithfulnessCurves]:
+    """Faithfulness curves of every session, keyed by image content and settings."""
+    return SharedResults(max_entries=64, ttl=3600)
+
+
+def faithfulness(settings: Settings, model: LoadedModel, result: Result) -> FaithfulnessCurves | None:
+    """Deletion and insertion curves of the map on screen, computed once, with a progress bar and a Cancel.
+
+    ``None`` while the user has cancelled them (a button offers to run them again).
+    """
+    key = (settings.image.digest, model.name, result.layer, result.target.index, result.method)
+    found = shared_curves().get(key)
+    if found is not None:
+        return found
+    if st.session_state.get(CANCELLED_KEY) == key:
+        st.info("The faithfulness check was cancelled.", icon=":material/info:")
+        st.button("Run the faithfulness check", key="trust-run", on_click=st.session_state.pop, args=(CANCELLED_KEY,))
+        return None
+    bar, stop = st.empty(), st.empty()
+    stop.button("Cancel", key="cancel-trust", on_click=st.session_state.__setitem__, args=(CANCELLED_KEY, key),
+                icon=":material/close:")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Deleting and revealing pixels: model run {done} of {total}…")
+
+    picture = Image.fromarray(cache.decode_image(settings.image.digest, settings.image.data))
+    try:
+        curves = trust.deletion_insertion(model, picture, result.raw_map, result.target.index, progress=progress)
+    finally:
+        bar.empty()
+        stop.empty()
+    return shared_curves().put(key, curves)
 
 
 @st.cache_resource(show_spinner="Copying the model with random top layers…", max_entries=2, ttl=3600)
@@ -56,13 +87,12 @@ def render(settings: Settings, model: LoadedModel, result: Result, image: np.nda
         f"Three ways to question the map for **{plain(result.target.label)}** before trusting it. "
         "Passing them does not prove the model right; failing one is a reason for doubt."
     )
-    key = (settings.image.digest, settings.image.data, model.name, model, result.layer, result.target.index,
-           result.method)
     curves = check = None
     with reported_errors("measuring faithfulness"):
-        curves = faithfulness(*key, result.raw_map)
+        curves = faithfulness(settings, model, result)
     with reported_errors("running the sanity check"):
-        check = sanity(*key)
+        check = sanity(settings.image.digest, settings.image.data, model.name, model, result.layer,
+                       result.target.index, result.method)
     verdict(curves, check, result)
     if curves is not None:
         faithfulness_section(curves)
@@ -132,7 +162,7 @@ def sanity_section(check: SanityCheck, result: Result, settings: Settings, image
                 key=f"sanity-{name}",
             )
     with numbers:
-        st.metric("Similarity (rank correlation ρ)", f"{check.similarity:.2f}")
+        st.metric("Rank correlation ρ", f"{check.similarity:.2f}")
         method = method_title(result.method)
         if check.suspicious:
             st.caption(

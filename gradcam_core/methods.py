@@ -51,6 +51,7 @@ class CamMethod:
         forward_passes: Whether the method runs the model once per channel (slow: show progress).
         nonnegative_weights: Whether its weights are never negative, so its map is positive only where the
             activations are: such a method explains an activated layer by default (``activated_layer``).
+        use: One sentence on when to choose it.
         class_specific: Whether the map depends on the explained class (Eigen-CAM's does not).
         counter_evidence: Whether the map shows evidence *against* the class (counterfactual).
     """
@@ -60,6 +61,7 @@ class CamMethod:
     description: str
     weights: WeightFn
     forward_passes: bool = False
+    use: str = ""
     nonnegative_weights: bool = False
     class_specific: bool = True
     counter_evidence: bool = False
@@ -133,12 +135,14 @@ METHODS: dict[str, CamMethod] = {
             "Grad-CAM",
             "Regions whose features raise the class score.",
             _gradcam_weights,
+            use="The standard: start here.",
         ),
         CamMethod(
             "counterfactual",
             "Counterfactual Grad-CAM",
             "Regions whose features lower the class score: removing them would make the model more confident.",
             _counterfactual_weights,
+            use="To see what argues against a class, e.g. why the model did not choose it.",
             counter_evidence=True,
         ),
         CamMethod(
@@ -146,6 +150,7 @@ METHODS: dict[str, CamMethod] = {
             "Grad-CAM++",
             "Like Grad-CAM, with pixel-wise weights that bring out several instances of a class.",
             _gradcam_pp_weights,
+            use="When the image holds several objects of the class; it can shrink to the single strongest spot.",
             nonnegative_weights=True,
         ),
         CamMethod(
@@ -153,18 +158,21 @@ METHODS: dict[str, CamMethod] = {
             "XGrad-CAM",
             "Like Grad-CAM, with gradients weighted by the activations they multiply.",
             _xgradcam_weights,
+            use="A better-founded variant of Grad-CAM; usually close to it.",
         ),
         CamMethod(
             "hirescam",
             "HiResCAM",
             "Gradient times activation at each location, so the map shows exactly what raised the score.",
             _hirescam_weights,
+            use="When the map must add up to the score cell by cell; often broader than Grad-CAM.",
         ),
         CamMethod(
             "layercam",
             "LayerCAM",
             "Positive gradients times activations at each location; sharper maps at earlier layers.",
             _layercam_weights,
+            use="For earlier layers, where it gives finer maps than Grad-CAM.",
             nonnegative_weights=True,
         ),
         CamMethod(
@@ -173,6 +181,7 @@ METHODS: dict[str, CamMethod] = {
             "Weights each feature map by how much showing the model only that region raises the class "
             "probability; no gradients, one model run per channel (slow).",
             _scorecam_weights,
+            use="To check a gradient map without gradients; slow (one model run per feature map).",
             forward_passes=True,
             nonnegative_weights=True,
         ),
@@ -181,6 +190,7 @@ METHODS: dict[str, CamMethod] = {
             "Eigen-CAM",
             "The dominant pattern of the layer's features (first principal component); the same for every class.",
             _eigencam_weights,
+            use="To see what the layer responds to most, whatever the class.",
             class_specific=False,
         ),
     )

@@ -255,7 +255,7 @@ def test_compare_tab(page) -> None:
 
 
 def test_trust_tab(page) -> None:
-    _open_tab(page, "Trust checks", "Similarity (rank correlation)")
+    _open_tab(page, "Trust checks", "Rank correlation ρ")
     text = _main_text(page)
     assert "Deletion AUC" in text and "Insertion AUC" in text and "Draw or upload a region" in text
     _healthy(page)

@@ -152,7 +152,7 @@ def test_model_that_fails_to_load_shows_one_sentence_without_the_path(monkeypatc
 def test_layer_change_explains_that_layer(app: AppTest, model_calls) -> None:
     layers = app.selectbox(key=f"layer-{gradcam_core.DEFAULT_MODEL}")
     assert layers.value == gradcam_core.load_model().default_layer
-    assert any(label.endswith("(default)") for label in layers.options)
+    assert [label for label in layers.options if label.endswith(" · recommended")] == ["7×7 · _bn1 · 1280 maps · recommended"]
     earlier = next(o for o in gradcam_core.load_model().layers if o.name.startswith("_blocks.1"))
     layers.set_value(earlier.name).run()
     _assert_healthy(app)
@@ -182,7 +182,9 @@ def test_any_class_can_be_searched_by_name(app: AppTest) -> None:
 
 
 def test_method_change_to_counterfactual(app: AppTest) -> None:
-    assert app.selectbox(key="method").options == [m.title for m in gradcam_core.METHODS.values()]
+    assert app.selectbox(key="method").options == [
+        f"{m.title} (slow)" if m.forward_passes else m.title for m in gradcam_core.METHODS.values()
+    ]
     app.selectbox(key="method").set_value("counterfactual").run()
     _assert_healthy(app)
     assert "evidence against" in _summary(app)

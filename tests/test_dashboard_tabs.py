@@ -119,7 +119,7 @@ def test_trust_checks_show_the_engines_numbers(model) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Deletion AUC (lower is better)"] == f"{curves.deletion_auc:.3f}"
     assert metrics["Insertion AUC (higher is better)"] == f"{curves.insertion_auc:.3f}"
-    assert metrics["Similarity (rank correlation ρ)"] == f"{sanity.similarity:.2f}"
+    assert metrics["Rank correlation ρ"] == f"{sanity.similarity:.2f}"
     failed = not curves.beats_random or sanity.suspicious
     assert (bool(at.warning), bool(at.success)) == (failed, not failed)  # one verdict, never green beside a failure
     assert any("Draw or upload a region" in i.value for i in at.info)

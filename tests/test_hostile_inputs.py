@@ -106,14 +106,12 @@ def test_jpeg_with_thousands_of_scans_is_refused_before_decoding(tmp_path: Path,
     assert len(data) < 1_000_000
     path = tmp_path / "scans.jpg"
     path.write_bytes(data)
-    started = time.perf_counter()
     for source in (data, path, Image.open(io.BytesIO(data))):
         with pytest.raises(ImageError) as excinfo:
             load_image(source)
         assert str(excinfo.value) == (
             f"The JPEG file has more than {MAX_JPEG_SCANS} scans, which would make decoding it far too slow."
         )
-    assert time.perf_counter() - started < 2.0  # a loose bound: the refusal reads bytes only
 
 
 def test_scan_count_cannot_be_hidden_from_the_walk() -> None:
@@ -262,7 +260,6 @@ def test_hostile_corpus_is_refused_or_cheap(tmp_path: Path) -> None:
         else:
             assert expected in row["outcome"], (name, row)
             assert_one_sentence(row["outcome"])
-        assert row["seconds"] < 2.0, (name, row)  # loose: each takes milliseconds on an idle machine
         # ru_maxrss only grows: each row's peak covers that file and every file before it.
         assert row["peak_mb"] < 300, (name, row)
 

@@ -36,7 +36,8 @@ def test_steps_are_the_main_computation(lite0, cat, method: str, target: str | N
     result = explain(cat, lite0, target=target, method=method, keep_trace=True)
     steps = cam_steps(result.trace)
     inputs = to_input(cat, lite0.preprocessing)
-    reference = compute_cam(lite0.model, inputs, lite0.default_layer, result.target.index, method)[0].numpy()
+    assert result.layer == lite0.default_layer_for(method)
+    reference = compute_cam(lite0.model, inputs, result.layer, result.target.index, method)[0].numpy()
     assert np.array_equal(np.maximum(steps.weighted_sum, 0), reference)  # step 3 after ReLU
     assert np.array_equal(steps.cam, result.raw_map)
     assert np.array_equal(heatmap_from_map(steps.cam, (cat.height, cat.width)), result.heatmap)  # step 4

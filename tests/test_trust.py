@@ -276,3 +276,24 @@ def test_a_strongly_inverted_map_is_flagged_too(lite0, assets, monkeypatch) -> N
     assert check.similarity == -0.7 and check.suspicious
     monkeypatch.setattr(trust, "rank_correlation", lambda a, b: -0.3)
     assert not trust.sanity_check(lite0, assets / "chelsea.png", "_blocks.15", randomize=1).suspicious
+
+
+def test_deletion_insertion_reports_progress_and_can_be_stopped(lite0, assets) -> None:
+    from gradcam_core import explain
+    from gradcam_core.trust import deletion_insertion
+
+    found = explain(assets / "coffee.png", lite0)
+    seen: list[tuple[int, int]] = []
+    curves = deletion_insertion(lite0, found.image, found.raw_map, progress=lambda done, total: seen.append((done, total)))
+    total = seen[0][1]
+    assert seen == [(done, total) for done in range(1, total + 1)] and total > 2
+    assert 0 <= curves.deletion_auc <= 1
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        deletion_insertion(lite0, found.image, found.raw_map, progress=stop)
