@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -429,4 +430,17 @@ def _frame(figure: go.Figure, size: tuple[int, int], height: int) -> go.Figure:
         plot_bgcolor="rgba(0,0,0,0)",
         dragmode="zoom",
     )
+    return figure
+
+
+def outline(figure: go.Figure, mask: np.ndarray, size: tuple[int, int]) -> go.Figure:
+    """Outline the regions of the boolean ``mask`` (any resolution) on ``figure``, whose axes are in pixels of
+    an image of ``size`` (width, height): a white dashed line over a dark one, visible on every colour map."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    scale = np.array([size[0] / mask.shape[1], size[1] / mask.shape[0]])
+    for contour in contours:
+        points = (contour[:, 0, :] + 0.5) * scale
+        path = "M " + " L ".join(f"{x:.1f},{y:.1f}" for x, y in points) + " Z"
+        figure.add_shape(type="path", path=path, line={"color": "rgba(0,0,0,0.6)", "width": 4})
+        figure.add_shape(type="path", path=path, line={"color": "white", "width": 2, "dash": "dash"})
     return figure

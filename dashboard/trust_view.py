@@ -183,33 +183,39 @@ def sanity_section(check: SanityCheck, result: Result, settings: Settings, image
 
 
 def region_section(result: Result, settings: Settings, image: np.ndarray, size: tuple[int, int]) -> None:
-    """Draw a box or lasso on the overlay, or upload a mask; report the heat share and the pointing game."""
+    """Draw a box or lasso on the overlay, or upload a mask; the region is outlined on the map, with the heat
+    share and the pointing game beside it."""
     st.subheader("Region check: is the heat where it should be?", anchor=False)
     drawing, report = st.columns([2, 1], gap="large")
-    with drawing:
-        figure = figures.heatmap_figure(result.raw_map, size, settings.colormap, figures.panel_height(size, 520),
-                                        "evidence", background=image, opacity=max(settings.alpha, 0.05))
-        figure.update_layout(dragmode="select")
-        event = st.plotly_chart(
-            figure,
-            config={**figures.plot_config(), "modeBarButtonsToRemove": ["autoScale2d", "toImage"]},
-            on_select="rerun",
-            selection_mode=("box", "lasso"),
-            key=f"region-{settings.image.digest[:16]}",
-        )
-        st.caption("Drag on the map to draw a box (or pick *Lasso select* in the chart's toolbar).")
+    chart_key = f"region-{settings.image.digest[:16]}"
+    shape = image.shape[:2]
     with report:
         upload = st.file_uploader(
             "…or upload a mask", type=["png", "bmp", "tif", "tiff"], key="region-mask",
             max_upload_size=IMAGE_MB,
             help="A black-and-white picture the size of the image; white marks the region.",
         )
-        shape = image.shape[:2]
         mask = (
             uploaded_mask(received(upload, IMAGE_MB, "the mask"), size, shape)
             if upload is not None
-            else drawn_mask(event, size, shape)
+            else drawn_mask(st.session_state.get(chart_key), size, shape)  # the chart's current selection
         )
+    with drawing:
+        figure = figures.heatmap_figure(result.raw_map, size, settings.colormap, figures.panel_height(size, 520),
+                                        "evidence", background=image, opacity=max(settings.alpha, 0.05))
+        figure.update_layout(dragmode="select")
+        if mask is not None:
+            figures.outline(figure, mask, size)
+        st.plotly_chart(
+            figure,
+            config={**figures.plot_config(), "modeBarButtonsToRemove": ["autoScale2d", "toImage"]},
+            on_select="rerun",
+            selection_mode=("box", "lasso"),
+            key=chart_key,
+        )
+        st.caption("Drag on the map to draw a box (or pick *Lasso select* in the chart's toolbar); the region is "
+                   "outlined in white.")
+    with report:
         if mask is None:
             st.info("Draw or upload a region to check.", icon=":material/draw:")
             return

@@ -105,9 +105,11 @@ def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settin
         )
     with combined:
         st.markdown("**Overlay**")
-        st.plotly_chart(
-            figures.image_figure(blended, full_size, height), config=figures.plot_config(), key="overlay"
-        )
+        hoverable = figures.heatmap_figure(
+            result.raw_map, full_size, settings.colormap, height, "evidence", scale, background=blended, opacity=0.0
+        )  # the blended picture, with the map's values on hover from an invisible grid over it
+        hoverable.update_traces(showscale=False, selector={"type": "heatmap"})
+        st.plotly_chart(hoverable, config=figures.plot_config(), key="overlay")
         st.caption(
             f"The heatmap over the image at {settings.alpha:.0%} opacity. The model saw the whole image "
             "(no crop), so the overlay covers exactly what it saw."

@@ -172,3 +172,16 @@ def test_an_unavailable_model_shows_no_server_path() -> None:
     notes = "\n".join(_markdown_sources(at))
     assert f"{missing[0].title} is not installed on this server" in _shown(notes)
     assert "checkpoints" not in notes and not re.search(r"/\w+/", _shown(notes))
+
+
+def test_upload_names_never_reach_the_server_log(caplog) -> None:
+    at = _fresh()
+    broken_scan = b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 10
+    at.file_uploader(key="upload").set_value(
+        [("Doe^John_brain.dcm", broken_scan, "application/dicom"), ("Roe^Jane.png", b"\x89PNG broken", "image/png")]
+    ).run()
+    assert not at.exception
+    assert at.error  # both refused, each with its sentence
+    page = "\n".join(_shown(source) for source in _markdown_sources(at))
+    assert "Doe" not in page and "John" not in page  # a DICOM file is named by its place
+    assert "Doe" not in caplog.text and "Roe" not in caplog.text

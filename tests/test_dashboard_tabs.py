@@ -145,6 +145,11 @@ def test_region_check_with_an_uploaded_mask(model) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Heat inside the region"] == f"{expected.heat_share:.0%}"
     assert metrics["Peak inside the region"] == ("yes" if expected.peak_inside else "no")
+    region = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    outlines = [shape["path"] for shape in region["layout"].get("shapes", [])]
+    assert len(outlines) == 2  # the region is drawn on the map (a dark and a white dashed line)
+    xs = [float(point.split(",")[0]) for point in outlines[1].strip("MZ ").split(" L ")]
+    assert min(xs) < 5 and abs(max(xs) - picture.width // 2) < picture.width / 40  # the left half
 
 
 def test_region_mask_of_the_wrong_size_gives_one_sentence() -> None:
