@@ -11,14 +11,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-import gradcam_core as core
 from gradcam_core import LoadedModel, guide
 from gradcam_core.render import gradient_to_rgb
 
 from . import cache, downloads, figures
 from .cache import Result
 from .settings import Settings
-from .text import map_subject, method_title, plain
+from .text import map_subject, method_title
 
 
 @st.cache_data(show_spinner="Tracing the gradient back to the pixels…", max_entries=32, ttl=3600)

@@ -326,7 +326,7 @@ def weights_figure(weights: np.ndarray, marked: Sequence[int], height: int, name
                 customdata=marked,
                 mode="markers",
                 marker={"color": "#222", "size": 7, "symbol": "diamond"},
-                hovertemplate=f"tile: channel %{{customdata}}<br>rank %{{x}}<extra></extra>",
+                hovertemplate="tile: channel %{customdata}<br>rank %{x}<extra></extra>",
             ),
         ]
     )

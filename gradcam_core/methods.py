@@ -181,7 +181,7 @@ METHODS: dict[str, CamMethod] = {
             "Weights each feature map by how much showing the model only that region raises the class "
             "probability; no gradients, one model run per channel (slow).",
             _scorecam_weights,
-            use="To check a gradient map without gradients; slow (one model run per feature map).",
+            use="To check a gradient map without gradients.",
             forward_passes=True,
             nonnegative_weights=True,
         ),

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,72 +10,28 @@ import pytest
 from playwright.sync_api import expect
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.browser_support import ROOT, chromium, free_port, needs_chromium, running_server
+
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 TIMEOUT_MS = 90_000
 
-# Skipped only on a developer's machine without Chromium; under CI (which installs it) a missing browser fails.
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A dashboard server on a free port; killed when the module's tests are done."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
-                pytest.fail(f"streamlit did not become healthy: {output[-2000:]}")
-            time.sleep(0.3)
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+               "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
+    with running_server(command, port) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture

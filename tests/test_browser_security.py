@@ -9,17 +9,15 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.browser_support import chromium, free_port, needs_chromium, running_server
+
 TIMEOUT_MS = 120_000
 HOSTILE_LABELS = [
     "![x](http://10.255.255.1/pixel.png)",
@@ -28,10 +26,7 @@ HOSTILE_LABELS = [
 ]
 LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 WATCHED_SERVER = """
 import sys
@@ -51,58 +46,21 @@ main()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory) -> Iterator[tuple[str, int, Path]]:
     """The dashboard started with the repository's config only, its outbound attempts logged: (url, port, log)."""
     folder = tmp_path_factory.mktemp("watched")
-    log, script, port = folder / "outbound.log", folder / "serve.py", _free_port()
+    log, script, port = folder / "outbound.log", folder / "serve.py", free_port()
     log.touch()
     script.write_text(WATCHED_SERVER.format(locals=LOCAL_HOSTS))
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(log), str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the dashboard did not start")
-            time.sleep(0.3)
+    with running_server([sys.executable, str(script), str(log), str(port)], port) as url:
         yield url, port, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 def _listening_addresses(port: int) -> set[str]:

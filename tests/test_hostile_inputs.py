@@ -10,13 +10,11 @@ import io
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
 import threading
 import time
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
