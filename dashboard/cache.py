@@ -38,8 +38,9 @@ ACTIVATION_BUDGET = 2**19
 """Most activation values (2 MB of float32) a cached explanation keeps; beyond, only the shown tiles' maps."""
 UNNAMED_WEIGHTS = "uploaded weights"
 """What the shared copy of a user's model calls its weights file."""
-RESULT_ENTRIES = 256
-"""Explanations kept for all sessions (a few hundred KB each: a layer-sized map and the teaching tiles)."""
+RESULT_ENTRIES = 128
+"""Explanations kept for all sessions (a few hundred KB each, at most about 2.5 MB: a layer-sized map and the
+teaching tiles, see ``ACTIVATION_BUDGET``)."""
 RESULT_TTL_SECONDS = 3600
 RANKINGS: dict[str, tuple[str, str]] = {
     "largest weights": ("weights", "largest"),
