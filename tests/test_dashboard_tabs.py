@@ -266,3 +266,23 @@ def test_dicom_window_and_frame_are_recorded(model) -> None:
     settings = Settings(picture, model.name, model.default_layer, None, "gradcam", 0.5, "jet")
     facts = json.loads(downloads.report(settings, cache.explain(settings, model), (128, 128), model.title))["image"]["facts"]
     assert facts["Window"] == "Soft tissue: level 40, width 400" and facts["Frame"] == "1 of 1"
+
+
+def test_a_cancelled_faithfulness_check_waits_to_be_run_again(model) -> None:
+    from dashboard import trust_view
+
+    st.cache_data.clear()
+    cache.shared_results().clear()
+    trust_view.shared_curves().clear()
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    found = gradcam_core.explain(CAT, model)
+    key = (ImageInput.from_bytes("Cat", CAT.read_bytes()).digest, model.name, found.layer, found.target.index, "gradcam")
+    at.session_state[trust_view.CANCELLED_KEY] = key  # what the Cancel button stores
+    at.session_state["view"] = "Trust checks"
+    at.run()
+    assert not at.exception
+    assert any("was cancelled" in i.value for i in at.info)
+    assert not any(m.label.startswith("Deletion AUC") for m in at.metric)
+    at.button(key="trust-run").click().run()
+    assert not at.exception
+    assert any(m.label.startswith("Deletion AUC") for m in at.metric)
