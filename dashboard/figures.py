@@ -19,6 +19,9 @@ HOVER_SIDE = 256
 """Longest side of the heatmap grid sent for hovering (keeps the page light for big images)."""
 COLORBAR_ROOM = 40
 """Pixels under every panel: the heatmap's colour bar lives there, the other panels keep equal heights."""
+TOOLBAR_ROOM = 28
+"""Pixels above every panel for Plotly's toolbar, which would otherwise cover the top of the image (on a phone,
+where a tap shows it, it hid the top of every picture)."""
 HIGHLIGHT = "#2b6cb0"
 MUTED = "#c5d3e3"
 POSITIVE = "#c0392b"
@@ -38,7 +41,7 @@ def plot_config() -> dict[str, object]:
 def panel_height(size: tuple[int, int], width: int = 290) -> int:
     """Figure height for an image of ``size`` (width, height) shown about ``width`` pixels wide."""
     image_width, image_height = size
-    return int(np.clip(width * image_height / image_width, 150, 460)) + COLORBAR_ROOM
+    return int(np.clip(width * image_height / image_width, 150, 460)) + COLORBAR_ROOM + TOOLBAR_ROOM
 
 
 def colorscale(colormap: str, stops: int = 33) -> list[list[float | str]]:
@@ -418,11 +421,11 @@ def weights_comparison_figure(
 
 
 def _frame(figure: go.Figure, size: tuple[int, int], height: int) -> go.Figure:
-    """Hide the axes, keep pixels square, show the whole image, leave room for the colour bar."""
+    """Hide the axes, keep pixels square, show the whole image, leave room for the toolbar and the colour bar."""
     width, image_height = size
     figure.update_layout(
         height=height,
-        margin={"l": 0, "r": 0, "t": 0, "b": COLORBAR_ROOM},
+        margin={"l": 0, "r": 0, "t": TOOLBAR_ROOM, "b": COLORBAR_ROOM},
         xaxis={"visible": False, "range": [0, width], "constrain": "domain"},
         yaxis={"visible": False, "range": [image_height, 0],
                "scaleanchor": "x", "constrain": "domain", "constraintoward": "top"},
