@@ -253,7 +253,7 @@ def cost_note(model: LoadedModel, method: str, layer: str) -> None:
 
 
 def display_choice() -> dict[str, object]:
-    """Overlay opacity, colour map and colour-bar units (``Settings`` fields); none of them re-runs the model."""
+    """Overlay opacity, colour map, colour-bar units and picture size (``Settings`` fields); none re-runs the model."""
     st.subheader("Display", divider="gray")
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="alpha", help="0 shows only the image.")
     names = list(COLORMAPS)
@@ -271,4 +271,10 @@ def display_choice() -> dict[str, object]:
         "instead of 0 to 1; the colours stay scaled to this map's peak. To see several maps on one scale, use "
         "the common scale of the Compare and Gallery tabs.",
     )
-    return {"alpha": alpha, "colormap": colormap, "raw_units": raw_units}
+    large = st.toggle(
+        "Large pictures",
+        key="large",
+        help="For a projector or a wide screen: taller panels that fill the page once the sidebar is collapsed "
+        "(« at its top).",
+    )
+    return {"alpha": alpha, "colormap": colormap, "raw_units": raw_units, "large": large}

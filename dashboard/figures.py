@@ -17,6 +17,8 @@ from .text import plotly_text
 
 HOVER_SIDE = 256
 """Longest side of the heatmap grid sent for hovering (keeps the page light for big images)."""
+PANEL_WIDTH = 290
+"""Width in pixels of a main panel beside the sidebar on a laptop screen."""
 COLORBAR_ROOM = 40
 """Pixels under every panel: the heatmap's colour bar lives there, the other panels keep equal heights."""
 TOOLBAR_ROOM = 28
@@ -38,7 +40,7 @@ def plot_config() -> dict[str, object]:
     return {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
 
 
-def panel_height(size: tuple[int, int], width: int = 290) -> int:
+def panel_height(size: tuple[int, int], width: int = PANEL_WIDTH) -> int:
     """Figure height for an image of ``size`` (width, height) shown about ``width`` pixels wide."""
     image_width, image_height = size
     return int(np.clip(width * image_height / image_width, 150, 460)) + COLORBAR_ROOM + TOOLBAR_ROOM

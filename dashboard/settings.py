@@ -69,6 +69,7 @@ class Settings:
         alpha: Heatmap opacity in the overlay, 0..1.
         colormap: Name of a colour map in ``gradcam_core.render.COLORMAPS``.
         raw_units: Show the heatmap's colour bar in the map's raw values instead of 0..1 of its maximum.
+        large: Draw the main panels for a wide screen (the sidebar collapsed on a projector).
     """
 
     image: ImageInput
@@ -79,3 +80,4 @@ class Settings:
     alpha: float
     colormap: str
     raw_units: bool = False
+    large: bool = False

@@ -24,6 +24,8 @@ COLOUR_WORDS: dict[str, tuple[str, str]] = {
     "hot": ("White", "black"),
 }
 """(strongest, weakest) colour of each colour map, in words."""
+LARGE_PANEL = 390
+"""Width in pixels the main panels are drawn for with *Large pictures*: a third of a 1280-pixel projector."""
 UNLIKELY = 0.01
 """Below this probability a class's map gets a warning: normalised to its own peak, it exaggerates."""
 
@@ -75,7 +77,7 @@ def summary(result: Result, model_title: str, settings: Settings) -> None:
 
 def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settings: Settings) -> None:
     """Original | heatmap | overlay, same height, zoomable; ``image`` is the browser-sized copy."""
-    height = figures.panel_height(full_size)
+    height = figures.panel_height(full_size, width=LARGE_PANEL if settings.large else figures.PANEL_WIDTH)
     heat = result.heatmap_at(image.shape)
     blended = overlay(image, heat, settings.alpha, settings.colormap)
     strong, weak = COLOUR_WORDS.get(settings.colormap, ("Bright", "dark"))

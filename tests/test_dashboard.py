@@ -399,3 +399,15 @@ def test_wording_follows_the_method(app: AppTest) -> None:
     assert "evidence for" not in _summary(app)
     app.selectbox(key="method").set_value("counterfactual").run()
     assert "evidence against" in _summary(app)
+
+
+def test_large_pictures_make_the_panels_taller(app: AppTest, model_calls) -> None:
+    def heights() -> list[int]:
+        return [json.loads(chart.proto.spec)["layout"]["height"] for chart in app.get("plotly_chart")[:3]]
+
+    before, calls = heights(), len(model_calls)
+    app.toggle(key="large").set_value(True).run()
+    _assert_healthy(app)
+    after = heights()
+    assert len(set(after)) == 1 and after[0] > before[0] + 50  # three equal panels, drawn for a wider page
+    assert len(model_calls) == calls  # a display setting: the model is not run again
