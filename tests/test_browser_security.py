@@ -131,7 +131,9 @@ def test_hostile_labels_never_become_links_or_fetches(browser, watched, tmp_path
     page.get_by_text("squeezenet1_1 ([x](www").first.wait_for()  # word joiners keep www. and @ from linking
     summary = page.locator('[data-testid="stMain"]').inner_text().replace("\u2060", "")
     assert "squeezenet1_1 ([x](www.example.com) a@b.org.safetensors) sees" in summary
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
     for tab in ("Explanation", "Compare", "How it works"):
+        page.keyboard.press("Escape")  # a menu left open (the model menu reopened by a rerun) makes the page inert
         page.get_by_role("tab", name=tab).click()
         page.wait_for_timeout(500)
         page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
