@@ -26,6 +26,7 @@ from gradcam_core import CamSteps, LoadedModel, Prediction
 from gradcam_core.teaching import top_channels
 
 from .pictures import shrink
+from .progress import progress_bar
 from .settings import ImageInput, OwnModel, Settings
 from .shared_results import SharedResults
 
@@ -254,8 +255,8 @@ def explained(
     A slow method shows a progress bar, with a Cancel button when ``on_cancel`` (which should pick a fast
     method) is given; ``place`` tells apart the buttons of several explanations on one page. Clicking it, or
     changing any setting, reruns the page: Streamlit stops this script at its next page update, i.e. inside the
-    progress callback, and the engine cleans up on the way out. The bar is drawn here, never inside a cached
-    function, so a stored result survives every later rerun.
+    progress callback (``progress_bar``). The bar is drawn here, never inside a cached function, so a stored
+    result survives every later rerun.
     """
     key = (image.digest, model.name, layer or model.default_layer_for(method), target, method)
     found = shared_results().get(key)
@@ -265,16 +266,9 @@ def explained(
     if registered is None or not registered.forward_passes:
         with st.spinner("Explaining the image…"):
             return shared_results().put(key, compute_explanation(image, model, layer, target, method))
-    bar, stop = st.empty(), st.empty()
-    if on_cancel is not None:
-        stop.button("Cancel", key=f"cancel-{place}", on_click=on_cancel, icon=":material/close:")
+    def describe(done: int, total: int) -> str:
+        return f"{registered.title}: testing the image with feature map {done} of {total}…"
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"{registered.title}: testing the image with feature map {done} of {total}…")
-
-    try:
+    with progress_bar(describe, f"cancel-{place}", on_cancel) as progress:
         found = compute_explanation(image, model, layer, target, method, progress)
-    finally:
-        bar.empty()
-        stop.empty()
     return shared_results().put(key, found)

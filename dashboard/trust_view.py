@@ -22,6 +22,7 @@ from gradcam_core import FaithfulnessCurves, LoadedModel, RandomizedModel, Sanit
 from . import cache, figures
 from .cache import Result
 from .guard import reported_errors
+from .progress import progress_bar
 from .settings import Settings
 from .shared_results import SharedResults
 from .text import method_title, plain
@@ -51,19 +52,14 @@ def faithfulness(settings: Settings, model: LoadedModel, result: Result) -> Fait
         st.info("The faithfulness check was cancelled.", icon=":material/info:")
         st.button("Run the faithfulness check", key="trust-run", on_click=st.session_state.pop, args=(CANCELLED_KEY,))
         return None
-    bar, stop = st.empty(), st.empty()
-    stop.button("Cancel", key="cancel-trust", on_click=st.session_state.__setitem__, args=(CANCELLED_KEY, key),
-                icon=":material/close:")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Deleting and revealing pixels: model run {done} of {total}…")
-
     picture = Image.fromarray(cache.decode_image(settings.image.digest, settings.image.data))
-    try:
+    with progress_bar(
+        lambda done, total: f"Deleting and revealing pixels: model run {done} of {total}…",
+        "cancel-trust",
+        st.session_state.__setitem__,
+        (CANCELLED_KEY, key),
+    ) as progress:
         curves = trust.deletion_insertion(model, picture, result.raw_map, result.target.index, progress=progress)
-    finally:
-        bar.empty()
-        stop.empty()
     return shared_curves().put(key, curves)
 
 
