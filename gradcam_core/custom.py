@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .errors import ModelError
 from .imaging import open_regular_file
-from .layers import LayerInfo, candidate_layers
+from .layers import LayerInfo, activated_layer, candidate_layers
 from .models import MODELS, LoadedModel
 from .preprocess import Preprocessing
 from .targets import ACTIVATIONS
@@ -132,17 +132,20 @@ def load_custom_model(
     if not layers:
         raise ModelError(f"The {arch} model has no spatial feature map to explain at input size {input_size}.")
     file_name = path.name if path is not None else file_name
+    default_layer = _default_layer(arch, layers)
+    probe = torch.randn(1, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
     return LoadedModel(
         name=name or (path.stem if path is not None else arch),
         title=f"{arch} ({file_name or 'custom weights'})",
         model=model,
         categories=categories,
         preprocessing=preprocessing,
-        default_layer=_default_layer(arch, layers),
+        default_layer=default_layer,
         layers=tuple(layers),
         weights_file=path,
         activation=activation,
         weights_sha256=hashlib.sha256(data).hexdigest(),
+        activated_layer=activated_layer(model, layers, default_layer, probe),
     )
 
 

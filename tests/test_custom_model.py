@@ -340,3 +340,14 @@ def test_cli_with_a_custom_model(files, tmp_path: Path) -> None:
     assert code == 2 and "give --weights too" in err
     code, _, err = _cli([str(CHELSEA), "--out", str(tmp_path / "recognised"), *custom[:2], *custom[4:]])
     assert code == 0, err  # no --architecture: recognised from the weights
+
+
+def test_own_model_gets_an_activated_layer_for_methods_with_nonnegative_weights() -> None:
+    """The rule that picks Score-CAM's layer runs for uploaded models too (it was left unset for them)."""
+    import safetensors.torch
+
+    torch.manual_seed(0)
+    weights = safetensors.torch.save(torchvision.models.resnet18(weights=None, num_classes=2).state_dict())
+    model = load_custom_model("resnet18", weights, ["a", "b"], input_size=64)
+    assert model.activated_layer == "layer4" == model.default_layer  # BasicBlocks end with their ReLU
+    assert model.default_layer_for("scorecam") == "layer4"
