@@ -12,8 +12,10 @@ shared read-only through ``st.cache_resource``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,7 +28,8 @@ from gradcam_core import CamSteps, LoadedModel, Prediction
 from gradcam_core.teaching import top_channels
 
 from .pictures import shrink
-from .progress import progress_bar
+from .background import BackgroundWork, Progress
+from .progress import computed_in_background
 from .settings import ImageInput, OwnModel, Settings
 from .shared_results import SharedResults
 
@@ -43,6 +46,8 @@ RESULT_ENTRIES = 128
 """Explanations kept for all sessions (a few hundred KB each, at most about 2.5 MB: a layer-sized map and the
 teaching tiles, see ``ACTIVATION_BUDGET``)."""
 RESULT_TTL_SECONDS = 3600
+WORKERS = max(1, min(2, os.cpu_count() or 1))
+"""Threads for slow work shared by all sessions; more jobs wait their turn (the bar says so)."""
 RANKINGS: dict[str, tuple[str, str]] = {
     "largest weights": ("weights", "largest"),
     "most negative weights": ("weights", "smallest"),
@@ -171,16 +176,28 @@ def shared_results() -> SharedResults[Result]:
     return SharedResults(max_entries=RESULT_ENTRIES, ttl=RESULT_TTL_SECONDS)
 
 
+@st.cache_resource(show_spinner=False)
+def worker_pool() -> ThreadPoolExecutor:
+    """The threads that run slow work for every session (one per core: more would only compete)."""
+    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="gradcam-work")
+
+
+@st.cache_resource(show_spinner=False)
+def explanation_work() -> BackgroundWork[Result]:
+    """Slow explanations (Score-CAM) in flight, finished ones kept in ``shared_results``."""
+    return BackgroundWork(shared_results(), worker_pool())
+
+
 def compute_explanation(
-    image: ImageInput,
+    picture: Image.Image,
     model: LoadedModel,
     layer: str | None,
     target: int | None,
     method: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> Result:
-    """Run ``model`` once on ``image`` for this layer, class and method (no caching, no page element)."""
-    picture = Image.fromarray(decode_image(image.digest, image.data))
+    """Run ``model`` once on ``picture`` for this layer, class and method (no caching, no page element: it may
+    run on a worker thread)."""
     found = core.explain(
         picture, model, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=progress
     )
@@ -252,23 +269,25 @@ def explained(
 ) -> Result:
     """The explanation of ``image``, computed once per image content, model, layer, class and method.
 
-    A slow method shows a progress bar, with a Cancel button when ``on_cancel`` (which should pick a fast
-    method) is given; ``place`` tells apart the buttons of several explanations on one page. Clicking it, or
-    changing any setting, reruns the page: Streamlit stops this script at its next page update, i.e. inside the
-    progress callback (``progress_bar``). The bar is drawn here, never inside a cached function, so a stored
-    result survives every later rerun.
+    A slow method runs on a worker thread and shows a progress bar, with a Cancel button when ``on_cancel``
+    (which should pick a fast method) is given; ``place`` tells apart several explanations on one page. A click
+    elsewhere reruns the page but not the work: the new run waits for the same job (``computed_in_background``).
+    Nothing is drawn inside a cached function, so a stored result survives every later rerun.
     """
     key = (image.digest, model.name, layer or model.default_layer_for(method), target, method)
     found = shared_results().get(key)
     if found is not None:
         return found
+    picture = Image.fromarray(decode_image(image.digest, image.data))
     registered = core.METHODS.get(method)
     if registered is None or not registered.forward_passes:
         with st.spinner("Explaining the image…"):
-            return shared_results().put(key, compute_explanation(image, model, layer, target, method))
+            return shared_results().put(key, compute_explanation(picture, model, layer, target, method))
+
     def describe(done: int, total: int) -> str:
         return f"{registered.title}: testing the image with feature map {done} of {total}…"
 
-    with progress_bar(describe, f"cancel-{place}", on_cancel) as progress:
-        found = compute_explanation(image, model, layer, target, method, progress)
-    return shared_results().put(key, found)
+    def compute(progress: Progress) -> Result:
+        return compute_explanation(picture, model, layer, target, method, progress)
+
+    return computed_in_background(explanation_work(), key, compute, describe, place, on_cancel)

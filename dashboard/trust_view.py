@@ -22,7 +22,8 @@ from gradcam_core import FaithfulnessCurves, LoadedModel, RandomizedModel, Sanit
 from . import cache, figures
 from .cache import Result
 from .guard import reported_errors
-from .progress import progress_bar
+from .background import BackgroundWork, Progress
+from .progress import computed_in_background
 from .settings import Settings
 from .shared_results import SharedResults
 from .text import method_title, plain
@@ -39,6 +40,12 @@ def shared_curves() -> SharedResults[FaithfulnessCurves]:
     return SharedResults(max_entries=64, ttl=3600)
 
 
+@st.cache_resource(show_spinner=False)
+def curves_work() -> BackgroundWork[FaithfulnessCurves]:
+    """Faithfulness checks in flight, finished ones kept in ``shared_curves``."""
+    return BackgroundWork(shared_curves(), cache.worker_pool())
+
+
 def faithfulness(settings: Settings, model: LoadedModel, result: Result) -> FaithfulnessCurves | None:
     """Deletion and insertion curves of the map on screen, computed once, with a progress bar and a Cancel.
 
@@ -53,14 +60,19 @@ def faithfulness(settings: Settings, model: LoadedModel, result: Result) -> Fait
         st.button("Run the faithfulness check", key="trust-run", on_click=st.session_state.pop, args=(CANCELLED_KEY,))
         return None
     picture = Image.fromarray(cache.decode_image(settings.image.digest, settings.image.data))
-    with progress_bar(
+
+    def compute(progress: Progress) -> FaithfulnessCurves:
+        return trust.deletion_insertion(model, picture, result.raw_map, result.target.index, progress=progress)
+
+    return computed_in_background(
+        curves_work(),
+        key,
+        compute,
         lambda done, total: f"Deleting and revealing pixels: model run {done} of {total}…",
-        "cancel-trust",
+        "trust",
         st.session_state.__setitem__,
         (CANCELLED_KEY, key),
-    ) as progress:
-        curves = trust.deletion_insertion(model, picture, result.raw_map, result.target.index, progress=progress)
-    return shared_curves().put(key, curves)
+    )
 
 
 @st.cache_resource(show_spinner="Copying the model with random top layers…", max_entries=2, ttl=3600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,9 +149,25 @@ def test_teaching_tab(page) -> None:
     _screenshot(page, "teaching.png")
 
 
-def test_slow_method_can_be_cancelled(page) -> None:
+def _feature_maps_done(page) -> int:
+    """How many feature maps the running Score-CAM has tested, read from its progress bar."""
+    text = page.get_by_text("Score-CAM: testing the image with feature map").first.inner_text()
+    return int(re.search(r"feature map (\d+) of", text).group(1))
+
+
+def test_slow_method_survives_a_click_and_can_be_cancelled(page) -> None:
     _pick(page, "Method", "Score-CAM")
     page.get_by_text("Score-CAM: testing the image with feature map").wait_for()
+    expect(page.get_by_text(re.compile(r"feature map [1-9]\d* of"))).to_be_visible(timeout=TIMEOUT_MS)
+    seen = [_feature_maps_done(page)]
+    slider = page.get_by_role("slider", name="Heatmap opacity")
+    slider.focus()
+    page.keyboard.press("ArrowRight")  # reruns the page while Score-CAM runs
+    for _ in range(12):
+        page.wait_for_timeout(250)
+        seen.append(_feature_maps_done(page))
+    assert seen == sorted(seen), f"the work restarted after the click: {seen}"
+    assert seen[-1] > seen[0]
     page.get_by_role("button", name="Cancel").click()
     page.get_by_text("— Grad-CAM, layer").wait_for()  # back to the default method, without waiting for Score-CAM
     _settle(page)
