@@ -21,6 +21,8 @@ PANEL_WIDTH = 290
 """Width in pixels of a main panel beside the sidebar on a laptop screen."""
 COLORBAR_ROOM = 40
 """Pixels under every panel: the heatmap's colour bar lives there, the other panels keep equal heights."""
+PANEL_GAP = 0.02
+"""Space between the linked panels, as a share of the figure's width."""
 TOOLBAR_ROOM = 28
 """Pixels above every panel for Plotly's toolbar, which would otherwise cover the top of the image (on a phone,
 where a tap shows it, it hid the top of every picture)."""
@@ -123,6 +125,39 @@ def heatmap_figure(
     )
     traces = [trace] if background is None else [image_trace(background, size), trace]
     return _frame(go.Figure(traces), (width, full_height), height)
+
+
+def panels_figure(
+    image: np.ndarray,
+    blended: np.ndarray,
+    raw_map: np.ndarray,
+    size: tuple[int, int],
+    colormap: str,
+    height: int,
+    scale: float | None = None,
+) -> go.Figure:
+    """Original | heatmap | overlay as one figure whose three panels zoom and pan together.
+
+    ``image`` and ``blended`` may be shrunk copies; the axes of every panel are in pixels of the original
+    ``size`` (width, height). The heatmap and the overlay show the map's value on hover; ``scale`` as in
+    ``heatmap_figure``.
+    """
+    figure = make_subplots(rows=1, cols=3, horizontal_spacing=PANEL_GAP)
+    heat = heatmap_figure(raw_map, size, colormap, height, "evidence", scale).data[0]
+    heat.colorbar.update(len=0.3)  # under the middle panel only
+    hover = heatmap_figure(raw_map, size, colormap, height, "evidence", scale, opacity=0.0).data[0]
+    hover.update(showscale=False)  # the overlay's values, from an invisible grid over the blended picture
+    figure.add_trace(image_trace(image, size), row=1, col=1)
+    figure.add_trace(heat, row=1, col=2)
+    figure.add_trace(image_trace(blended, size), row=1, col=3)
+    figure.add_trace(hover, row=1, col=3)
+    _frame(figure, size, height)
+    width, image_height = size
+    figure.update_xaxes(visible=False, range=[0, width], constrain="domain", matches="x")
+    figure.update_yaxes(visible=False, range=[image_height, 0], constrain="domain", constraintoward="top",
+                        matches="y")
+    figure.update_layout(yaxis={"scaleanchor": "x"})
+    return figure
 
 
 def predictions_figure(predictions: Sequence[Prediction], target: Prediction) -> go.Figure:

@@ -76,46 +76,35 @@ def summary(result: Result, model_title: str, settings: Settings) -> None:
 
 
 def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settings: Settings) -> None:
-    """Original | heatmap | overlay, same height, zoomable; ``image`` is the browser-sized copy."""
+    """Original | heatmap | overlay, same height, zooming together; ``image`` is the browser-sized copy."""
     height = figures.panel_height(full_size, width=LARGE_PANEL if settings.large else figures.PANEL_WIDTH)
     heat = result.heatmap_at(image.shape)
     blended = overlay(image, heat, settings.alpha, settings.colormap)
     strong, weak = COLOUR_WORDS.get(settings.colormap, ("Bright", "dark"))
-    label = plain(result.target.label)
     width, full_height = full_size
     method = method_title(result.method)
+    for column, title in zip(st.columns(3, gap="medium"), ("Original", f"{method} heatmap", "Overlay")):
+        column.markdown(f"**{title}**")
+    scale = result.strength if settings.raw_units else None
+    st.plotly_chart(
+        figures.panels_figure(image, blended, result.raw_map, full_size, settings.colormap, height, scale),
+        config=figures.plot_config(),
+        key="panels",
+    )
+    facts = core.METHODS.get(result.method)
+    if facts is not None and not facts.class_specific:
+        reading = f"{strong} = where the layer's dominant pattern is strongest, the same for every class"
+    else:
+        reading = f"{strong} = regions that most {score_verb(result.method)} the score for **{plain(result.target.label)}**"
     original, heatmap, combined = st.columns(3, gap="medium")
-    with original:
-        st.markdown("**Original**")
-        st.plotly_chart(figures.image_figure(image, full_size, height), config=figures.plot_config(), key="original")
-        st.caption(f"{plain(settings.image.name)} · {width} × {full_height} px. Drag to zoom, double-click to reset.")
-    with heatmap:
-        st.markdown(f"**{method} heatmap**")
-        scale = result.strength if settings.raw_units else None
-        st.plotly_chart(
-            figures.heatmap_figure(result.raw_map, full_size, settings.colormap, height, "evidence", scale),
-            config=figures.plot_config(),
-            key="heatmap",
-        )
-        facts = core.METHODS.get(result.method)
-        if facts is not None and not facts.class_specific:
-            reading = f"{strong} = where the layer's dominant pattern is strongest, the same for every class"
-        else:
-            reading = f"{strong} = regions that most {score_verb(result.method)} the score for **{label}**"
-        st.caption(
-            f"{reading}; {weak} = none. Peak **{result.strength:.3g}** (raw units). Hover to read the value."
-        )
-    with combined:
-        st.markdown("**Overlay**")
-        hoverable = figures.heatmap_figure(
-            result.raw_map, full_size, settings.colormap, height, "evidence", scale, background=blended, opacity=0.0
-        )  # the blended picture, with the map's values on hover from an invisible grid over it
-        hoverable.update_traces(showscale=False, selector={"type": "heatmap"})
-        st.plotly_chart(hoverable, config=figures.plot_config(), key="overlay")
-        st.caption(
-            f"The heatmap over the image at {settings.alpha:.0%} opacity. The model saw the whole image "
-            "(no crop), so the overlay covers exactly what it saw."
-        )
+    original.caption(
+        f"{plain(settings.image.name)} · {width} × {full_height} px. Drag to zoom all three, double-click to reset."
+    )
+    heatmap.caption(f"{reading}; {weak} = none. Peak **{result.strength:.3g}** (raw units). Hover to read the value.")
+    combined.caption(
+        f"The heatmap over the image at {settings.alpha:.0%} opacity. The model saw the whole image "
+        "(no crop), so the overlay covers exactly what it saw."
+    )
 
 
 def predictions(result: Result, model: core.LoadedModel) -> None:

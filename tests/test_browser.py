@@ -52,7 +52,7 @@ def _settle(page) -> None:
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
     page.get_by_text("Grad-CAM heatmap", exact=True).wait_for()
     main = page.locator('[data-testid="stMain"]')
-    main.locator(".js-plotly-plot").nth(3).wait_for()
+    main.locator(".js-plotly-plot").nth(1).wait_for()  # the linked panels and the predictions
     page.wait_for_timeout(300)
 
 
@@ -84,7 +84,7 @@ def test_first_load_shows_the_sample_explained(page) -> None:
     for title in ("Original", "Grad-CAM heatmap", "Overlay", "Top predictions"):
         assert page.get_by_text(title, exact=True).is_visible()
     # Retried: while a rerun finishes, Streamlit keeps the previous run's (stale) elements for a moment.
-    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(2, timeout=TIMEOUT_MS)
     assert "cat" in _main_text(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     _screenshot(page, "dashboard.png")
@@ -103,6 +103,22 @@ def test_class_and_opacity(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
+def test_the_three_panels_zoom_together(page) -> None:
+    panels = page.locator('[data-testid="stMain"] .js-plotly-plot').first
+    box = panels.bounding_box()
+    left, top = box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.3
+    page.mouse.move(left, top)
+    page.mouse.down()
+    page.mouse.move(left + 80, top + 60, steps=8)  # drag a box on the original picture
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    ranges = panels.evaluate("""plot => ['', '2', '3'].map(n => [plot._fullLayout['xaxis' + n].range,
+                                                                   plot._fullLayout['yaxis' + n].range])""")
+    assert ranges[0] == ranges[1] == ranges[2]
+    (x0, x1), (y0, y1) = ranges[0]
+    assert 0 < x1 - x0 < 451 / 2 and 0 < y0 - y1 < 300 / 2  # zoomed in (the sample is 451 x 300 px)
+
+
 def test_overlay_download(page) -> None:
     with page.expect_download() as download:
         page.get_by_role("button", name="Overlay PNG").click()
@@ -118,7 +134,7 @@ def test_upload_is_explained(page, tmp_path) -> None:
     page.get_by_text("launch.png ·").wait_for()
     _settle(page)
     # Retried: while a rerun finishes, Streamlit keeps the previous run's (stale) elements for a moment.
-    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(2, timeout=TIMEOUT_MS)
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     _screenshot(page, "upload.png")
 
@@ -171,7 +187,7 @@ def test_slow_method_survives_a_click_and_can_be_cancelled(page) -> None:
     page.get_by_role("button", name="Cancel").click()
     page.get_by_text("— Grad-CAM, layer").wait_for()  # back to the default method, without waiting for Score-CAM
     _settle(page)
-    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(2, timeout=TIMEOUT_MS)
     assert "Score-CAM" not in _main_text(page)
     assert page.get_by_role("button", name="Cancel").count() == 0
     _healthy(page)
@@ -197,7 +213,7 @@ def test_own_model_above_the_image_limit_is_recognised(page, tmp_path) -> None:
     uploaders.nth(2).set_input_files(str(labels))
     page.get_by_text("densenet121 (chest.safetensors) sees").wait_for()
     _settle(page)
-    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(2, timeout=TIMEOUT_MS)
     _healthy(page)
 
 
@@ -237,7 +253,7 @@ def test_dicom_upload_hides_the_patient(page) -> None:
     page.get_by_text("DICOM · CT · 128 × 128 px").wait_for()
     page.get_by_text("CT image, frame 1 of 1 ·").wait_for()
     _settle(page)
-    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(4, timeout=TIMEOUT_MS)
+    expect(page.locator('[data-testid="stMain"] .js-plotly-plot')).to_have_count(2, timeout=TIMEOUT_MS)
     whole_page = page.locator("body").inner_text()
     for tag in ("CompressedSamples", "1CT1", "JFK IMAGING"):  # the file's patient name, ID and institution
         assert tag not in whole_page

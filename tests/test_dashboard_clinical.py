@@ -82,7 +82,7 @@ def test_own_multilabel_model_is_explained_with_its_labels_and_hash(fresh: AppTe
     options = at.selectbox(key=next(k for k in _keys(at) if k.startswith("class-"))).options
     assert sorted(option.split(" — ")[0] for option in options[:3]) == sorted(LABELS)
     assert "Multi-label model" in _page_text(at)
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 2
     details = next(m.value for m in at.markdown if "Weights SHA-256" in m.value)
     assert hashlib.sha256(weights).hexdigest() in details
 
@@ -159,7 +159,7 @@ def test_dicom_upload_with_window_control_and_no_patient_data(fresh: AppTest) ->
         assert secret not in text
     assert "CT image, frame 1 of 1" in text
     assert any("learned from everyday photos (ImageNet), not medical images" in w.value for w in fresh.warning)
-    assert len(fresh.get("plotly_chart")) == 4
+    assert len(fresh.get("plotly_chart")) == 2
 
     width.set_value(200.0).run()
     _assert_healthy(fresh)

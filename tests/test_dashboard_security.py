@@ -112,7 +112,7 @@ def test_several_uploads_name_the_one_over_the_limit() -> None:
     ).run()
     [error] = [e.value for e in at.error]
     assert _shown(error).startswith("Upload 2 is 25.0 MB, more than the 25 MB limit")
-    assert len(at.get("plotly_chart")) == 4  # the other upload is explained
+    assert len(at.get("plotly_chart")) == 2  # the other upload is explained
 
 
 @pytest.mark.parametrize(
