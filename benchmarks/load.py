@@ -43,9 +43,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 RESULTS = ROOT / "benchmarks" / "results" / "load.md"
 APP = ROOT / "dashboard" / "app.py"
 ASSETS = ROOT / "assets"
@@ -388,7 +385,7 @@ SUMMARY = re.compile(r" sees \*\*(?P<label>.+?)\*\* \((?P<percent>[\d.]+)%\)")
 def page_problems(page: Page, *, name: str | None = None, expected: Expected | None = None,
                   alpha: float | None = None) -> list[str]:
     """Why this page is not the right answer (empty: correct)."""
-    from dashboard.views import plain
+    from dashboard.text import plain
 
     problems = [f"error: {e}" for e in page.errors] + [f"exception: {e}" for e in page.exceptions]
     if page.status != "FINISHED_SUCCESSFULLY":

@@ -7,7 +7,7 @@ display-only rerun with the dashboard's own functions, in the order ``dashboard/
 * reading the upload and hashing it (``ImageInput.from_bytes``),
 * the cache hits (``st.cache_data`` unpickles a copy of the small explanation on every hit; the decoded
   image and its browser copy are shared read-only through ``st.cache_resource``),
-* ``views.panels``' arithmetic: the heatmap made at the browser copy's size from the layer-resolution map,
+* ``explanation.panels``' arithmetic: the heatmap made at the browser copy's size from the layer-resolution map,
   and ``render.overlay`` on that copy,
 * the three Plotly panels (``figures.image_figure`` x2 with their JPEG data URIs, ``figures.heatmap_figure``)
   and their serialisation the way ``st.plotly_chart`` does it,
@@ -40,7 +40,6 @@ import itertools
 import logging
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,9 +47,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 RESULTS = ROOT / "benchmarks" / "results" / "reblend.md"
 APP = str(ROOT / "dashboard" / "app.py")
 WIDTH, HEIGHT = 4000, 3000
@@ -154,7 +150,7 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
         s = settings(i)
         return overlay(display, heat, s.alpha, s.colormap)
 
-    def panels_arithmetic(i: int) -> object:  # exactly the two array lines of views.panels
+    def panels_arithmetic(i: int) -> object:  # exactly the two array lines of explanation.panels
         s = settings(i)
         return overlay(display, result.heatmap_at(display.shape), s.alpha, s.colormap)
 
@@ -205,9 +201,9 @@ def measure_steps(data: bytes, runs: int = RUNS) -> tuple[list[tuple[str, str, l
     rows = [
         ("read the upload + SHA-256 (`ImageInput.from_bytes`)", rerun, _times_ms(read_upload, runs)),
         ("cache hits (explanation x2 unpickled; image and display copy shared)", rerun, _times_ms(cache_hits, runs)),
-        ("heatmap at display size from the layer map (views.panels)", rerun, _times_ms(fit_heatmap, runs)),
-        ("`overlay(...)` on the display copy (views.panels)", rerun, _times_ms(blend_display, runs)),
-        ("**views.panels arithmetic: heatmap + overlay**", rerun, _times_ms(panels_arithmetic, runs)),
+        ("heatmap at display size from the layer map (explanation.panels)", rerun, _times_ms(fit_heatmap, runs)),
+        ("`overlay(...)` on the display copy (explanation.panels)", rerun, _times_ms(blend_display, runs)),
+        ("**explanation.panels arithmetic: heatmap + overlay**", rerun, _times_ms(panels_arithmetic, runs)),
         ("3 Plotly panels built (2 JPEG data URIs + heatmap grid)", rerun, _times_ms(build_figures, runs)),
         ("  of which `heatmap_figure` (hover grid from the layer map)", rerun, _times_ms(heatmap_figure_only, runs)),
         ("3 panels validated + `plotly.io.to_json` (as st.plotly_chart)", rerun, _times_ms(serialise, runs)),
@@ -305,9 +301,11 @@ def measure_apptest(data: bytes, runs: int = RUNS) -> dict[str, object]:
         slider_ms = []
         current = at.slider(key="alpha").value
         from dashboard import cache, views
+        from dashboard.tabs import explanation
 
         watched = [(cache, n) for n in ("predictions", "explain", "decode_image", "display_image", "load_model")]
-        watched += [(views, n) for n in ("summary", "panels", "predictions", "download_buttons", "how_to_read", "details")]
+        watched += [(views, "summary")]
+        watched += [(explanation, n) for n in ("panels", "predictions", "download_buttons", "how_to_read", "details")]
         with _timed_functions(watched) as inside:
             for i in range(runs + 1):
                 alpha = next(a for a in itertools.islice(itertools.cycle(ALPHAS), i, None) if a != current)

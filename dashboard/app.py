@@ -1,33 +1,35 @@
 """Grad-CAM dashboard: `streamlit run dashboard/app.py`.
 
-Reads the sidebar into a frozen ``Settings``, asks the cached engine for the explanation and renders it.
+Reads the sidebar into a frozen ``Settings``, asks the cached engine for the explanation and draws the open tab.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import logging  # noqa: E402
-
-import streamlit as st  # noqa: E402
-
-import gradcam_core as core  # noqa: E402
-from gradcam_core import LoadedModel, ModelStatus  # noqa: E402
-from dashboard import cache, compare, controls, detail, gallery, teaching, trust_view, views  # noqa: E402
-from dashboard.guard import reported_errors  # noqa: E402
-from dashboard.own_model import own_model_form  # noqa: E402
-from dashboard.server import forbid_address_lookups  # noqa: E402
-from dashboard.settings import ImageInput, OwnModel, Settings  # noqa: E402
-
+import gradcam_core as core
+from gradcam_core import LoadedModel, ModelStatus
+from dashboard import cache, controls, views
+from dashboard.guard import reported_errors
+from dashboard.own_model import own_model_form
+from dashboard.page import Page
+from dashboard.server import forbid_address_lookups
+from dashboard.settings import ImageInput, OwnModel, Settings
+from dashboard.tabs import compare, explanation, gallery, teaching, trust
 
 logger = logging.getLogger(__name__)
-ICON = ROOT / "assets" / "icon.png"
-TABS = ("Explanation", "Compare", "Trust checks", "Gallery", "How it works")
+ICON = Path(__file__).resolve().parents[1] / "assets" / "icon.png"
+TABS = {
+    "Explanation": explanation.render,
+    "Compare": compare.render,
+    "Trust checks": trust.render,
+    "Gallery": gallery.render,
+    "How it works": teaching.render,
+}
+"""Every tab, in order: a title and a ``render(page)``. A new tab is one module in ``dashboard/tabs`` and one line."""
 
 
 def main() -> None:
@@ -96,43 +98,18 @@ def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ..
     Every tab reads the same cached result; only the open tab is drawn (switching tabs reruns the script). The
     result is computed inside the open tab, so a slow method's progress bar never hides the tabs.
     """
-    image = settings.image
     summary = st.container()
-    if dict(image.facts).get("Modality") and model.name in core.MODELS:
-        st.warning(
-            f"{model.title} learned from everyday photos (ImageNet), not medical images: its classes say little "
-            "about a scan. Pick *Your own model* under Neural network to explain a model trained on your images.",
-            icon=":material/warning:",
-        )
+    views.photo_model_warning(model, settings.image)
     tabs = dict(zip(TABS, st.tabs(list(TABS), key="view", on_change="rerun")))
-    opened = next((name for name, tab in tabs.items() if tab.open), TABS[0])
+    opened = next((name for name, tab in tabs.items() if tab.open), next(iter(TABS)))
     with tabs[opened]:
         result = cache.explain(settings, model, on_cancel=controls.use_default_method)
-    full = cache.decode_image(image.digest, image.data)
-    shown = cache.display_image(image.digest, image.data)
-    size = (full.shape[1], full.shape[0])
+    picture = cache.display_image(settings.image.digest, settings.image.data)
+    full = cache.decode_image(settings.image.digest, settings.image.data)
     with summary:
         views.summary(result, model.title, settings)
     with tabs[opened]:
-        if opened == "Explanation":
-            views.panels(shown, size, result, settings)
-            detail.render(shown, size, result, settings, model)
-            st.divider()
-            left, right = st.columns([3, 2], gap="large")
-            with left:
-                views.predictions(result, model)
-            with right:
-                views.download_buttons(full, result, settings, model)
-                views.how_to_read(result, settings)
-                views.details(result, model)
-        elif opened == "Compare":
-            compare.render(settings, model, result, shown, size)
-        elif opened == "Trust checks":
-            trust_view.render(settings, model, result, shown, size)
-        elif opened == "Gallery":
-            gallery.render(settings, model, uploads)
-        else:
-            teaching.render(settings, model, result, shown, size)
+        TABS[opened](Page(settings, model, result, picture, (full.shape[1], full.shape[0]), uploads))
 
 
 if __name__ == "__main__":

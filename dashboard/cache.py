@@ -25,21 +25,17 @@ from PIL import Image
 
 import gradcam_core as core
 from gradcam_core import CamSteps, LoadedModel, Prediction
-from gradcam_core.teaching import top_channels
 
 from .pictures import shrink
 from .background import BackgroundWork, Progress
 from .progress import computed_in_background
 from .settings import ImageInput, OwnModel, Settings
 from .shared_results import SharedResults
+from .tiles import keep_tiles
 
 TOP_K = 5
 DISPLAY_SIDE = 1024
 """Longest side of the pictures sent to the browser (downloads stay at full resolution)."""
-TILES = 8
-"""Feature maps shown per ordering in the teaching view."""
-ACTIVATION_BUDGET = 2**19
-"""Most activation values (2 MB of float32) a cached explanation keeps; beyond, only the shown tiles' maps."""
 UNNAMED_WEIGHTS = "uploaded weights"
 """What the shared copy of a user's model calls its weights file."""
 RESULT_ENTRIES = 128
@@ -48,12 +44,6 @@ teaching tiles, see ``ACTIVATION_BUDGET``)."""
 RESULT_TTL_SECONDS = 3600
 WORKERS = max(1, min(2, os.cpu_count() or 1))
 """Threads for slow work shared by all sessions; more jobs wait their turn (the bar says so)."""
-RANKINGS: dict[str, tuple[str, str]] = {
-    "largest weights": ("weights", "largest"),
-    "most negative weights": ("weights", "smallest"),
-    "largest contributions": ("contributions", "largest"),
-}
-"""How the teaching view can pick its tiles: ``CamSteps`` field and ``top_channels`` order."""
 
 
 @dataclass(frozen=True)
@@ -223,19 +213,6 @@ def read_only(result: Result) -> Result:
     for array in arrays:
         array.flags.writeable = False
     return result
-
-
-def keep_tiles(steps: CamSteps) -> CamSteps:
-    """``steps`` whole when small; else only the feature maps the teaching view can show (weights stay whole)."""
-    if steps.activations.size <= ACTIVATION_BUDGET:
-        return steps
-    return steps.keep(np.unique(np.concatenate([tile_channels(steps, ranking) for ranking in RANKINGS])))
-
-
-def tile_channels(steps: CamSteps, ranking: str) -> np.ndarray:
-    """The ``TILES`` channels first in ``ranking`` (a key of ``RANKINGS``), first one first."""
-    field, order = RANKINGS[ranking]
-    return top_channels(getattr(steps, field), TILES, order)
 
 
 def default_method() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,19 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import gradcam_core
+from tests.page_text import shown
+from dashboard import cache, downloads, figures
+from dashboard.tabs import teaching
+from dashboard.cache import Result
+from dashboard.controls import ANOTHER_CLASS
+from dashboard.settings import ImageInput, Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-import gradcam_core  # noqa: E402
-from tests.page_text import shown  # noqa: E402
-from dashboard import cache, downloads, figures, teaching  # noqa: E402
-from dashboard.cache import Result  # noqa: E402
-from dashboard.controls import ANOTHER_CLASS  # noqa: E402
-from dashboard.settings import ImageInput, Settings  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,15 @@ import torchvision
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import gradcam_core
+from tests.page_text import shown
+from dashboard import cache, downloads, figures
+from dashboard.settings import ImageInput, Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-import gradcam_core  # noqa: E402
-from tests.page_text import shown  # noqa: E402
-from dashboard import cache, downloads, figures  # noqa: E402
-from dashboard.settings import ImageInput, Settings  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
 LABELS = ["effusion", "nodule", "normal"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,18 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import gradcam_core
+from gradcam_core import trust
+from gradcam_core.render import gradient_to_rgb
+from gradcam_core.tables import COLUMNS, csv_table
+from tests.page_text import shown
+from dashboard import cache, detail, downloads
+from dashboard.settings import ImageInput, Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-import gradcam_core  # noqa: E402
-from gradcam_core import trust  # noqa: E402
-from gradcam_core.render import gradient_to_rgb  # noqa: E402
-from gradcam_core.tables import COLUMNS, csv_table  # noqa: E402
-from tests.page_text import shown  # noqa: E402
-from dashboard import cache, detail, downloads  # noqa: E402
-from dashboard.settings import ImageInput, Settings  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
 CAT = ROOT / "assets" / "chelsea.png"
@@ -99,7 +96,7 @@ def test_compare_methods_and_layers(model) -> None:
 def test_cancel_drops_the_compared_method_or_resets_the_sidebar(monkeypatch) -> None:
     """Cancel on a Compare panel whose slow method runs: the method leaves the comparison, or (when the panels
     compare classes or layers with the sidebar's method) the sidebar goes back to Grad-CAM."""
-    from dashboard import compare
+    from dashboard.tabs import compare
 
     state: dict[str, object] = {"method": "scorecam", compare.COMPARED_METHODS_KEY: ["gradcam", "scorecam", "layercam"]}
     monkeypatch.setattr(st, "session_state", state)
@@ -164,7 +161,7 @@ def test_drawn_box_and_lasso_become_a_mask_of_the_map() -> None:
     """Plotly reports shapes in pixels of the shown picture; the mask is on the map's own grid."""
     from types import SimpleNamespace
 
-    from dashboard.trust_view import drawn_mask
+    from dashboard.tabs.trust import drawn_mask
 
     assert drawn_mask(SimpleNamespace(selection={"box": [], "lasso": []}), (200, 100), (10, 20)) is None
     box = SimpleNamespace(selection={"box": [{"x": [100, 0], "y": [0, 50]}]})
@@ -269,7 +266,7 @@ def test_dicom_window_and_frame_are_recorded(model) -> None:
 
 
 def test_a_cancelled_faithfulness_check_waits_to_be_run_again(model) -> None:
-    from dashboard import trust_view
+    from dashboard.tabs import trust as trust_view
 
     st.cache_data.clear()
     cache.shared_results().clear()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +13,7 @@ from gradcam_core import (
 )
 from gradcam_core.teaching import channel_weights, top_channels
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from dashboard import cache  # noqa: E402
+from dashboard import tiles
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +40,7 @@ def test_steps_are_the_main_computation(lite0, cat, method: str, target: str | N
     assert steps.activations.shape == activations.shape and np.array_equal(steps.activations, activations)
     assert np.array_equal(steps.channels, np.arange(activations.shape[0]))
     full_weights = result.trace.weights[0]
+    assert steps.elementwise == METHODS[method].elementwise == (full_weights.shape[-2:] != (1, 1))  # registry fact
     if steps.elementwise:
         expected = (full_weights * result.trace.activations[0]).sum(0).numpy()
         assert np.allclose(steps.weighted_sum, expected, rtol=1e-5, atol=1e-6)
@@ -94,13 +89,13 @@ def test_keep_holds_only_some_feature_maps(lite0, cat) -> None:
 
 def test_dashboard_keeps_whole_steps_when_small_and_the_tiles_when_large(lite0, cat) -> None:
     small = cam_steps(explain(cat, lite0, keep_trace=True).trace)
-    assert cache.keep_tiles(small) is small
+    assert tiles.keep_tiles(small) is small
     large = cam_steps(explain(cat, lite0, layer="_conv_stem", keep_trace=True).trace)
-    assert large.activations.size > cache.ACTIVATION_BUDGET
-    kept = cache.keep_tiles(large)
-    assert kept.activations.size <= cache.ACTIVATION_BUDGET
-    for ranking in cache.RANKINGS:
-        for channel in cache.tile_channels(large, ranking):
+    assert large.activations.size > tiles.ACTIVATION_BUDGET
+    kept = tiles.keep_tiles(large)
+    assert kept.activations.size <= tiles.ACTIVATION_BUDGET
+    for ranking in tiles.RANKINGS:
+        for channel in tiles.tile_channels(large, ranking):
             assert np.array_equal(kept.activation(int(channel)), large.activations[channel])
     assert np.array_equal(kept.weights, large.weights) and np.array_equal(kept.weighted_sum, large.weighted_sum)
 
@@ -117,4 +112,4 @@ def test_steps_for_every_torchvision_model(name: str) -> None:
     assert np.array_equal(steps.cam, np.maximum(steps.weighted_sum, 0))
     expected = (steps.weights[:, None, None] * steps.activations).sum(0)
     assert np.allclose(steps.weighted_sum, expected, rtol=1e-4, atol=1e-5 * float(np.abs(expected).max()))
-    assert len(cache.tile_channels(steps, "largest weights")) == min(cache.TILES, steps.num_channels)
+    assert len(tiles.tile_channels(steps, "largest weights")) == min(tiles.TILES, steps.num_channels)

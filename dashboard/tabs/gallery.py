@@ -15,21 +15,23 @@ from gradcam_core import LoadedModel, heatmap_from_map
 from gradcam_core.render import overlay
 from gradcam_core.tables import csv_table
 
-from . import cache, controls
-from .cache import Result
-from .guard import reported_errors
-from .medical import as_picture
-from .pictures import shrink
-from .settings import ImageInput, Settings
-from .text import plain
+from .. import cache, controls
+from ..cache import Result
+from ..page import Page
+from ..guard import reported_errors
+from ..medical import as_picture
+from ..pictures import shrink
+from ..settings import ImageInput, Settings
+from ..text import plain
 
 MAX_IMAGES = 24
 COLUMNS = 4
 THUMBNAIL_SIDE = 320
 
 
-def render(settings: Settings, model: LoadedModel, uploads: Sequence[ImageInput]) -> None:
-    """The gallery of ``uploads`` (the samples when there are none), explained with ``settings``."""
+def render(page: Page) -> None:
+    """The gallery of the uploads (the samples when there are none), explained with the page's settings."""
+    settings, model, uploads = page.settings, page.model, page.uploads
     images = distinct(uploads) or samples()
     source = "uploaded images" if uploads else "built-in samples (upload several images to see yours here)"
     if len(images) < len(uploads):

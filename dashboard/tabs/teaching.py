@@ -16,10 +16,12 @@ from gradcam_core import LoadedModel
 
 from gradcam_core.render import overlay
 
-from . import cache, controls, figures
-from .cache import Result
-from .settings import Settings
-from .text import plain, score_verb
+from .. import cache, controls, figures
+from ..cache import Result
+from ..page import Page
+from ..settings import Settings
+from ..text import plain, score_verb
+from .. import tiles
 
 GRADIENT = r"\frac{\partial y^c}{\partial A^k_{ij}}"
 FORMULAS: dict[str, tuple[str, str]] = {
@@ -59,8 +61,9 @@ SCORE_LABEL = "Score $y^c$ before softmax"
 """Label of the class score metric (the Technical details of the Explanation tab show the same number)."""
 
 
-def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, full_size: tuple[int, int]) -> None:
-    """The five steps for ``result``; ``image`` is the browser-sized picture, ``full_size`` (width, height)."""
+def render(page: Page) -> None:
+    """The five steps of the explanation on screen."""
+    settings, result = page.settings, page.result
     steps = result.steps
     if steps is None:
         st.info("The steps of this explanation were not kept; change a setting to compute them.")
@@ -73,8 +76,8 @@ def render(settings: Settings, model: LoadedModel, result: Result, image: np.nda
     shown = feature_maps(result)
     weights(result, shown)
     weighted_sum(result, settings)
-    upsampling(result, settings, image, full_size)
-    comparison(result, settings, model, image, full_size)
+    upsampling(result, settings, page.picture, page.size)
+    comparison(result, settings, page.model, page.picture, page.size)
 
 
 def _title(number: int, text: str) -> None:
@@ -98,7 +101,7 @@ def feature_maps(result: Result) -> np.ndarray:
         f"turned it into **{total} feature maps** $A^k$, each a grid of {rows} × {cols} cells. Each map is one "
         "detector (of fur, an eye, an edge…) and is bright where that detector fires."
     )
-    rankings = list(cache.RANKINGS)
+    rankings = list(tiles.RANKINGS)
     ranking = st.segmented_control(
         "Show the channels with the",
         rankings,
@@ -108,7 +111,7 @@ def feature_maps(result: Result) -> np.ndarray:
         help="Weight: how much the channel matters for the class (step 2). Contribution: weight × average "
         "activation, what the channel actually adds to the map (step 3).",
     ) or rankings[0]
-    channels = cache.tile_channels(steps, ranking)
+    channels = tiles.tile_channels(steps, ranking)
     maps = [steps.activation(int(k)) for k in channels]
     name = _name(result)
     titles = [f"#{k} · {name} = {steps.weights[k]:.2g}" for k in channels]

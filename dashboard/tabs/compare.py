@@ -17,10 +17,11 @@ import streamlit as st
 import gradcam_core as core
 from gradcam_core import LoadedModel
 
-from . import cache, controls, figures
-from .cache import Result
-from .settings import Settings
-from .text import plain
+from .. import cache, controls, figures
+from ..cache import Result
+from ..page import Page
+from ..settings import Settings
+from ..text import plain
 
 MAX_PANELS = 6
 COLUMNS = 3
@@ -28,8 +29,9 @@ KINDS = ("Classes", "Methods", "Layers")
 COMPARED_METHODS_KEY = "compare-methods"
 
 
-def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, size: tuple[int, int]) -> None:
-    """Pick what to compare, then draw the grid; ``image`` is the browser-sized picture, ``size`` the full one."""
+def render(page: Page) -> None:
+    """Pick what to compare, then draw the grid."""
+    settings, model, result = page.settings, page.model, page.result
     st.caption(
         "Put maps side by side: the evidence for one class next to another's, or what different methods or "
         "layers make of the same image. Hover over a map to read its values."
@@ -60,7 +62,7 @@ def render(settings: Settings, model: LoadedModel, result: Result, image: np.nda
         (title, cache.explain(variant, model, place=f"compare-{number}", on_cancel=cancel_action(kind, variant)))
         for number, (title, variant) in enumerate(variants)
     ]
-    grid(results, settings, image, size, common)
+    grid(results, settings, page.picture, page.size, common)
 
 
 def pick(kind: str, settings: Settings, model: LoadedModel, result: Result) -> list[tuple[str, Settings]]:

@@ -19,15 +19,16 @@ from PIL import Image
 import gradcam_core as core
 from gradcam_core import FaithfulnessCurves, LoadedModel, RandomizedModel, SanityCheck, trust
 
-from . import cache, figures
-from .cache import Result
-from .guard import reported_errors
-from .background import BackgroundWork, Progress
-from .progress import computed_in_background
-from .settings import Settings
-from .shared_results import SharedResults
-from .text import method_title, plain
-from .uploads import IMAGE_BYTES, IMAGE_MB, received
+from .. import cache, figures
+from ..cache import Result
+from ..page import Page
+from ..guard import reported_errors
+from ..background import BackgroundWork, Progress
+from ..progress import computed_in_background
+from ..settings import Settings
+from ..shared_results import SharedResults
+from ..text import method_title, plain
+from ..uploads import IMAGE_BYTES, IMAGE_MB, received
 
 
 CANCELLED_KEY = "trust-cancelled"
@@ -89,8 +90,9 @@ def sanity(digest: str, _data: bytes, model: str, _model: LoadedModel, layer: st
     return trust.sanity_check(_model, picture, layer, target, method, randomized=copy)
 
 
-def render(settings: Settings, model: LoadedModel, result: Result, image: np.ndarray, size: tuple[int, int]) -> None:
+def render(page: Page) -> None:
     """One verdict, then the three checks for the explanation on screen."""
+    settings, model, result, image, size = page.settings, page.model, page.result, page.picture, page.size
     st.caption(
         f"Three ways to question the map for **{plain(result.target.label)}** before trusting it. "
         "Passing them does not prove the model right; failing one is a reason for doubt."
