@@ -46,46 +46,18 @@ WORKERS = max(1, min(2, os.cpu_count() or 1))
 """Threads for slow work shared by all sessions; more jobs wait their turn (the bar says so)."""
 
 
-@dataclass(frozen=True)
-class Result:
-    """What the dashboard keeps of an explanation: plain numbers and arrays, no tensors, no image.
-
-    Attributes mirror ``gradcam_core.Explanation``: ``raw_map`` (h, w) at the layer's resolution, the top
-    predictions, the explained target, etc.; ``heatmap_at`` gives ``Explanation.heatmap`` at any size.
-    ``steps`` holds the intermediates of the same computation for the teaching view (see ``keep_tiles``).
+@dataclass(frozen=True, eq=False)
+class Result(core.ExplanationSummary):
+    """What the dashboard keeps of an explanation: the engine's pixel-free summary (plain numbers and arrays, no
+    tensors, no image) plus ``steps``, the intermediates of the same computation for the teaching view (see
+    ``tiles.keep_tiles``). ``core.Explanation.of(result, picture)`` gives the engine's full explanation back.
     """
 
-    raw_map: np.ndarray
-    strength: float
-    predictions: tuple[Prediction, ...]
-    target: Prediction
-    score: float
-    model: str
-    layer: str
-    method: str
-    input_size: tuple[int, int]
     steps: CamSteps | None = None
-
-    def heatmap_at(self, shape: tuple[int, ...]) -> np.ndarray:
-        """The heatmap (float32 in [0, 1]) at the height and width of ``shape``; at the image's full size it
-        equals ``gradcam_core.Explanation.heatmap`` exactly (same function, same map)."""
-        return core.heatmap_from_map(self.raw_map, (shape[0], shape[1]))
 
     def explanation(self, image: np.ndarray) -> core.Explanation:
         """The engine's ``Explanation`` of ``image`` (the full-resolution picture this result explains)."""
-        return core.Explanation(
-            image=Image.fromarray(image),
-            heatmap=self.heatmap_at(image.shape),
-            raw_map=self.raw_map,
-            strength=self.strength,
-            predictions=self.predictions,
-            target=self.target,
-            score=self.score,
-            model=self.model,
-            layer=self.layer,
-            method=self.method,
-            input_size=self.input_size,
-        )
+        return core.Explanation.of(self, Image.fromarray(image))
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
@@ -191,18 +163,7 @@ def compute_explanation(
     found = core.explain(
         picture, model, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=progress
     )
-    return read_only(Result(
-        raw_map=found.raw_map,
-        strength=found.strength,
-        predictions=tuple(found.predictions),
-        target=found.target,
-        score=found.score,
-        model=found.model,
-        layer=found.layer,
-        method=found.method,
-        input_size=found.input_size,
-        steps=keep_tiles(core.cam_steps(found.trace)),
-    ))
+    return read_only(Result(**vars(found.summary()), steps=keep_tiles(core.cam_steps(found.trace))))
 
 
 def read_only(result: Result) -> Result:

@@ -29,7 +29,8 @@ SAMPLES: dict[str, str] = {
 }
 """Built-in sample files in ``assets/`` and their names on the page (the first one is shown on opening)."""
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "dcm", "dicom"]
+UPLOAD_TYPES = [suffix.removeprefix(".") for suffix in core.UPLOAD_SUFFIXES]
+"""What the image uploader accepts: the engine's list (``gradcam_core.formats``)."""
 OWN_MODEL = "own-model"
 """Option of the model menu that opens the form for the user's own model."""
 METHOD_KEY = "method"
@@ -60,7 +61,7 @@ def image_inputs() -> tuple[ImageInput | None, tuple[ImageInput, ...]]:
         accept_multiple_files=True,
         key="upload",
         max_upload_size=IMAGE_MB,
-        help="PNG, JPEG, WebP, BMP, TIFF or DICOM; several at once for the gallery. "
+        help=f"{core.image_format_list().replace(' or ', ', ')} or DICOM; several at once for the gallery. "
         "Images stay on this server and are not stored.",
     )
     files = received_images(uploads or ())

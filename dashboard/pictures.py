@@ -11,7 +11,10 @@ from PIL import Image
 
 
 def shrink(array: np.ndarray, max_side: int) -> np.ndarray:
-    """``array`` (H, W[, C]) resized so that its longer side is at most ``max_side`` (area averaging)."""
+    """``array`` (H, W[, C]) resized so that its longer side is at most ``max_side`` (area averaging).
+
+    Example: ``shrink(np.zeros((3000, 4000, 3), np.uint8), 1024).shape  # (768, 1024, 3)``.
+    """
     height, width = array.shape[:2]
     scale = max_side / max(height, width)
     if scale >= 1:
@@ -20,16 +23,11 @@ def shrink(array: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(array, size, interpolation=cv2.INTER_AREA)
 
 
-def fit(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``array`` resized to the height and width of ``shape`` (no-op when they already match)."""
-    height, width = shape[:2]
-    if array.shape[:2] == (height, width):
-        return array
-    return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA)
-
-
 def jpeg_data_uri(rgb: np.ndarray, quality: int = 90) -> str:
-    """A ``data:image/jpeg;base64,...`` URI of a uint8 RGB array (compact for photos)."""
+    """A ``data:image/jpeg;base64,...`` URI of a uint8 RGB array (compact for photos).
+
+    Example: ``go.Image(source=jpeg_data_uri(rgb))``.
+    """
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

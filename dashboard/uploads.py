@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gradcam_core import GradCamError
+from gradcam_core import GradCamError, format_size
 from gradcam_core.custom import MAX_LABELS_BYTES, MAX_WEIGHTS_BYTES
 
 __all__ = [
@@ -63,5 +63,6 @@ def received(upload: Upload, limit_mb: int, what: str) -> bytes:
     """
     size = upload.size
     if size > limit_mb * MB:
-        raise UploadTooLarge(f"{what[0].upper()}{what[1:]} is {size / MB:.1f} MB, more than the {limit_mb} MB limit.")
+        subject = f"{what[0].upper()}{what[1:]}"
+        raise UploadTooLarge(f"{subject} is {format_size(size)}, more than the {format_size(limit_mb * MB)} limit.")
     return upload.getvalue()

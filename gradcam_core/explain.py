@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -12,22 +11,27 @@ from PIL import Image
 
 from .cam import CamTrace, Progress, trace_cam
 from .imaging import load_image
-from .models import LoadedModel, load_model
+from .models import LoadedModel, shared_model
 from .preprocess import to_input
 from .targets import Prediction, probabilities, resolve_class, top_predictions
 
-__all__ = ["Explanation", "explain", "heatmap_from_map"]
+__all__ = ["Explanation", "ExplanationSummary", "explain", "heatmap_from_map"]
 
 ImageSource = Image.Image | bytes | str | os.PathLike
 
 
 @dataclass(frozen=True, eq=False)
-class Explanation:
-    """The explanation of one image.
+class ExplanationSummary:
+    """What an explanation found, without pixels: small enough to keep per image and setting.
+
+    The dashboard caches this, the CSV table reads it, and :class:`Explanation` extends it with the picture.
+
+    Example::
+
+        summary = explain("cat.jpg").summary()
+        summary.heatmap_at((300, 451))      # the heatmap for a 451 x 300 picture
 
     Attributes:
-        image: The upright RGB original that was explained.
-        heatmap: ``(H, W)`` float32 map in [0, 1] registered on ``image`` (raw map / its maximum, upsampled).
         raw_map: ``(h, w)`` float32 map at the layer's resolution, after ReLU, before normalisation.
         strength: Maximum of ``raw_map``: how strong the evidence is, in the layer's units.
         predictions: Top-k classes with probabilities (softmax, or sigmoid for a multi-label model).
@@ -37,11 +41,8 @@ class Explanation:
         layer: Dotted name of the target layer.
         method: Registry name of the CAM method.
         input_size: ``(height, width)`` of the tensor the model saw (the whole image, resized).
-        trace: Every intermediate of the computation, when asked for with ``keep_trace=True``.
     """
 
-    image: Image.Image
-    heatmap: np.ndarray
     raw_map: np.ndarray
     strength: float
     predictions: tuple[Prediction, ...]
@@ -51,7 +52,39 @@ class Explanation:
     layer: str
     method: str
     input_size: tuple[int, int]
+
+    def heatmap_at(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The heatmap (float32 in [0, 1]) at the height and width of ``shape``; at the picture's size it equals
+        :attr:`Explanation.heatmap` exactly."""
+        return heatmap_from_map(self.raw_map, (shape[0], shape[1]))
+
+    def summary(self) -> ExplanationSummary:
+        """Only the pixel-free fields (the same arrays, not copies)."""
+        return ExplanationSummary(**{item.name: getattr(self, item.name) for item in fields(ExplanationSummary)})
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation(ExplanationSummary):
+    """The explanation of one image: its :class:`ExplanationSummary` with the picture and the full-size heatmap.
+
+    Attributes:
+        image: The upright RGB original that was explained.
+        heatmap: ``(H, W)`` float32 map in [0, 1] registered on ``image`` (raw map / its maximum, upsampled).
+        trace: Every intermediate of the computation, when asked for with ``keep_trace=True``.
+    """
+
+    image: Image.Image
+    heatmap: np.ndarray
     trace: CamTrace | None = None
+
+    @classmethod
+    def of(cls, summary: ExplanationSummary, image: Image.Image) -> Explanation:
+        """The explanation of ``image`` whose pixel-free part is ``summary``.
+
+        Example: ``Explanation.of(cached_summary, picture).heatmap``.
+        """
+        parts = {item.name: getattr(summary, item.name) for item in fields(ExplanationSummary)}
+        return cls(**parts, image=image, heatmap=summary.heatmap_at((image.height, image.width)))
 
 
 def explain(
@@ -66,6 +99,8 @@ def explain(
     progress: Progress | None = None,
 ) -> Explanation:
     """Explain why ``model`` classifies ``image`` as ``target``.
+
+    Example: ``explain("cat.jpg", target="tabby", method="gradcam++").heatmap  # (H, W) in [0, 1]``.
 
     Args:
         image: A PIL image, a path or the bytes of an image file (decoded safely, see ``load_image``).
@@ -82,7 +117,7 @@ def explain(
     Raises:
         GradCamError: (a subclass of) for a bad image, model, layer, class or method, with a one-sentence message.
     """
-    loaded = model if isinstance(model, LoadedModel) else _shared_model(model)
+    loaded = model if isinstance(model, LoadedModel) else shared_model(model)
     picture = load_image(image)
     inputs = to_input(picture, loaded.preprocessing)
     class_index = None if target is None else resolve_class(target, loaded.categories)
@@ -114,6 +149,8 @@ def explain(
 def heatmap_from_map(raw_map: np.ndarray, size: tuple[int, int], scale: float | None = None) -> np.ndarray:
     """Divide a non-negative map by ``scale`` (default: its maximum) and upsample it bilinearly to ``size``.
 
+    Example: ``heatmap_from_map(result.raw_map, (480, 640))`` equals ``result.heatmap`` for a 640×480 image.
+
     Args:
         raw_map: ``(h, w)`` map after ReLU.
         size: ``(height, width)`` of the image.
@@ -128,8 +165,3 @@ def heatmap_from_map(raw_map: np.ndarray, size: tuple[int, int], scale: float | 
     upsampled = cv2.resize(normalised.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return np.clip(upsampled, 0.0, 1.0, out=upsampled)
 
-
-@functools.lru_cache(maxsize=2)
-def _shared_model(name: str | None) -> LoadedModel:
-    """A model loaded once per process for ``explain(model="name")`` (computations never mutate it)."""
-    return load_model(name)

@@ -24,7 +24,6 @@ How it stays free of side effects, like :mod:`gradcam_core.cam`:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,12 +34,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .cam import Targets, _resolve_targets, trace_cam
+from .cam import trace_cam
 from .errors import ModelError
-from .explain import Explanation, ImageSource, _shared_model, explain
-from .models import LoadedModel
+from .explain import Explanation, ImageSource, explain
+from .hooks import forward_hook
+from .models import LoadedModel, shared_model
 from .modes import eval_mode
 from .preprocess import to_input
+from .targets import Targets, class_scores, resolve_targets
 
 __all__ = [
     "GUIDED_ACTIVATIONS",
@@ -75,6 +76,8 @@ class GuidedExplanation:
 def guided_backprop(model: nn.Module, inputs: Tensor, targets: Targets = None) -> Tensor:
     """Guided backpropagation of the class scores (before softmax) to the inputs.
 
+    Example: ``guided_backprop(model, x, targets=281)  # same shape as x``.
+
     Args:
         model: A classifier returning logits ``(N, C)``.
         inputs: Preprocessed batch ``(N, 3, H, W)`` (left untouched).
@@ -104,7 +107,7 @@ def guided_gradcam(
     The map is :func:`gradcam_core.compute_cam`'s (after ReLU, not normalised), upsampled like the engine's
     heatmaps (bilinear, ``align_corners=False``); Captum's ``GuidedGradCam`` upsamples with nearest by default
     and agrees with this when given ``interpolate_mode="bilinear"``. Another CAM ``method`` gives, e.g.,
-    Guided Grad-CAM++.
+    Guided Grad-CAM++. Example: ``guided_gradcam(model, x, "layer4", targets=281)``.
 
     Args:
         model: A classifier returning logits ``(N, C)``.
@@ -119,6 +122,7 @@ def guided_gradcam(
 
     Raises:
         LayerError: the layer cannot be explained (see :func:`gradcam_core.compute_cam`).
+        ModelError: the model does not return class scores of shape ``(batch, classes)``.
         TargetError: a class index is out of range or the number of targets does not match the batch.
     """
     trace = trace_cam(model, inputs, layer, targets, method, activation=activation)
@@ -136,12 +140,12 @@ def explain_guided(
 ) -> GuidedExplanation:
     """Explain ``image`` with a CAM (see :func:`gradcam_core.explain`) and add its guided maps.
 
-    Arguments are those of :func:`gradcam_core.explain`.
+    Arguments are those of :func:`gradcam_core.explain`. Example: ``explain_guided("cat.jpg").guided_gradcam``.
 
     Raises:
         GradCamError: (a subclass of) for a bad image, model, layer, class or method.
     """
-    loaded = model if isinstance(model, LoadedModel) else _shared_model(model)
+    loaded = model if isinstance(model, LoadedModel) else shared_model(model)
     return guide(explain(image, loaded, layer, target, method), loaded)
 
 
@@ -149,6 +153,7 @@ def guide(explanation: Explanation, model: LoadedModel) -> GuidedExplanation:
     """Add guided backpropagation and Guided Grad-CAM to an explanation made with ``model``.
 
     Only the guided gradient is computed (one forward and one backward pass); the CAM is the explanation's.
+    Example: ``guide(explain("cat.jpg", model), model).guided_backprop``.
 
     Raises:
         ModelError: the explanation was made with another model.
@@ -173,10 +178,8 @@ def _guided_gradients(model: nn.Module, inputs: Tensor, targets: Targets) -> tup
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         leaf = inputs.detach().clone().requires_grad_(True)
         with _guided_activations(model):
-            logits = model(leaf)
-        if not isinstance(logits, Tensor) or logits.ndim != 2:
-            raise ModelError("The model must return class scores of shape (batch, classes).")
-        target_idx = _resolve_targets(targets, logits.detach())
+            logits = class_scores(model(leaf))
+        target_idx = resolve_targets(targets, logits.detach())
         scores = logits.gather(1, target_idx[:, None]).sum()
         if not scores.requires_grad:  # the scores do not depend on the input at all
             return torch.zeros_like(leaf).detach(), target_idx
@@ -189,17 +192,16 @@ def _guided_gradients(model: nn.Module, inputs: Tensor, targets: Targets) -> tup
 @contextmanager
 def _guided_activations(model: nn.Module) -> Iterator[None]:
     """Guide the backward pass through every guided activation the model runs, in this thread only."""
-    thread = threading.get_ident()
 
     def hook(module: nn.Module, args: object, output: object) -> None:
-        if threading.get_ident() == thread and isinstance(output, Tensor) and output.requires_grad:
+        if isinstance(output, Tensor) and output.requires_grad:
             output.register_hook(_positive_part)
 
     handles = []
     try:
         for module in model.modules():
             if isinstance(module, GUIDED_ACTIVATIONS):
-                handles.append(module.register_forward_hook(hook))
+                handles.append(forward_hook(module, hook))
         yield
     finally:
         for handle in handles:

@@ -20,31 +20,32 @@ Safety rules:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
-import stat
 from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageError
+from .files import open_bounded, read_bounded
+from .formats import image_format_list
+from .units import format_megapixels
 
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_BYTES", "MAX_PIXELS", "load_image"]
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_BYTES", "MAX_JPEG_SCANS", "MAX_PIXELS", "jpeg_counts", "load_image"]
 
 MAX_PIXELS: int = 50_000_000
 """Default limit on width x height (50 megapixels)."""
 
 ALLOWED_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
-"""Pillow format names that may be decoded."""
+"""Pillow format names that may be decoded: the upload formats (:mod:`.formats`), and GIF, which a caller may
+still pass by path or as a PIL image."""
 
 DEFAULT_MAX_BYTES: int = 200 * 2**20
 
-_FORMAT_LIST = "PNG, JPEG, WebP, BMP, TIFF or GIF"
 _CORRUPT = "The file is not a readable image (truncated or corrupt)."
-_UNKNOWN = f"The file is not a readable image (use {_FORMAT_LIST})."
+_UNKNOWN = f"The file is not a readable image (use {image_format_list()})."
 
 # Modes whose samples exceed 8 bits: rescaled by the image's own min..max.
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -66,7 +67,6 @@ _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0..7, SOI: n
 _CHUNK = 1 << 16
 
 
-
 def load_image(
     source: str | os.PathLike[str] | bytes | Image.Image,
     *,
@@ -74,6 +74,8 @@ def load_image(
     max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> Image.Image:
     """Decode an image safely into an upright 8-bit RGB image.
+
+    Example: ``load_image("scan.png", max_bytes=25 * 2**20).size  # (width, height)``.
 
     Args:
         source: A file path, the file's raw bytes, or a PIL image (never mutated).
@@ -93,80 +95,13 @@ def load_image(
     if isinstance(source, Image.Image):
         return _from_pil(source, max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if not data:
-            raise ImageError("The file is empty.")
-        if max_bytes is not None and len(data) > max_bytes:
-            raise ImageError(
-                f"The file is {_format_bytes(len(data))}, more than the "
-                f"{_format_bytes(max_bytes)} limit."
-            )
-        return _decode(io.BytesIO(data), max_pixels)
+        return _decode(io.BytesIO(read_bounded(source, max_bytes)), max_pixels)
     if isinstance(source, (str, os.PathLike)):
-        return _from_path(source, max_pixels, max_bytes)
+        with open_bounded(source, max_bytes) as handle:
+            return _decode(handle, max_pixels)
     raise TypeError(
         f"load_image() expects a path, bytes or a PIL image, not {type(source).__name__}"
     )
-
-
-def _from_path(
-    source: str | os.PathLike[str], max_pixels: int, max_bytes: int | None
-) -> Image.Image:
-    path = os.fspath(source)
-    name = os.fsdecode(path)
-    try:
-        # stat() first: opening a FIFO or a device could block or never end.
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise ImageError(f"The file '{name}' does not exist.") from None
-    except PermissionError:
-        raise ImageError(f"The file '{name}' cannot be opened (permission denied).") from None
-    except (OSError, ValueError):
-        raise ImageError(f"The file '{name}' cannot be opened.") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError(f"The path '{name}' is a folder, not an image file.")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageError(f"The path '{name}' is not a regular file.")
-    if info.st_size == 0:
-        raise ImageError(f"The file '{name}' is empty.")
-    if max_bytes is not None and info.st_size > max_bytes:
-        raise ImageError(
-            f"The file '{name}' is {_format_bytes(info.st_size)}, more than the "
-            f"{_format_bytes(max_bytes)} limit."
-        )
-    try:
-        handle = open_regular_file(path)
-    except FileNotFoundError:
-        raise ImageError(f"The file '{name}' does not exist.") from None
-    except PermissionError:
-        raise ImageError(f"The file '{name}' cannot be opened (permission denied).") from None
-    except OSError:
-        raise ImageError(f"The file '{name}' cannot be opened.") from None
-    if handle is None:  # replaced by a FIFO or a device since the stat() above
-        raise ImageError(f"The path '{name}' is not a regular file.")
-    with handle:
-        return _decode(handle, max_pixels)
-
-
-def open_regular_file(path: str | os.PathLike[str]) -> IO[bytes] | None:
-    """``path`` opened for binary reading, or ``None`` when it is not a regular file (a FIFO, a device, a folder).
-
-    The file is opened without blocking and checked on the open descriptor, so a FIFO never hangs the caller,
-    even one swapped in after an earlier ``stat()``. Raises ``OSError`` when the path cannot be opened.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        if hasattr(os, "O_NONBLOCK"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        raise
 
 
 def _decode(fp: IO[bytes], max_pixels: int) -> Image.Image:
@@ -212,9 +147,7 @@ def _from_pil(img: Image.Image, max_pixels: int) -> Image.Image:
         raise ImageError("The image is too large to decode in the available memory.") from None
     except Exception as exc:  # noqa: BLE001
         raise ImageError(_CORRUPT) from exc
-    if result is img:  # defensive: never hand back the caller's object
-        result = result.copy()
-    return result
+    return result  # a new image: _normalise never hands back its input
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:
@@ -224,7 +157,7 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(
             f"The image is {width} x {height} pixels, more than the "
-            f"{_format_megapixels(max_pixels)}-megapixel limit."
+            f"{format_megapixels(max_pixels)}-megapixel limit."
         )
 
 
@@ -233,7 +166,7 @@ def _check_jpeg_cost(fp: IO[bytes]) -> None:
     start = fp.tell()
     try:
         fp.seek(0)
-        scans, segments = _jpeg_counts(fp)
+        scans, segments = jpeg_counts(fp)
     finally:
         fp.seek(start)
     if scans > MAX_JPEG_SCANS:
@@ -247,11 +180,12 @@ def _check_jpeg_cost(fp: IO[bytes]) -> None:
         )
 
 
-def _jpeg_counts(fp: IO[bytes]) -> tuple[int, int]:
+def jpeg_counts(fp: IO[bytes]) -> tuple[int, int]:
     """(scans, marker segments) of the first image of a JPEG, walking its segments up to EOI.
 
     Markers are found the way libjpeg finds them (stray bytes and fill bytes skipped), so nothing it would
-    decode escapes the count. Counting stops one past either limit.
+    decode escapes the count. Counting stops one past either limit. Example:
+    ``jpeg_counts(open("photo.jpg", "rb"))  # (1, 9)`` for a baseline JPEG (one scan).
     """
     if fp.read(2) != b"\xff\xd8":
         return 0, 0
@@ -350,12 +284,12 @@ def _bomb_message(exc: BaseException, max_pixels: int) -> str:
     """Message for Pillow's own decompression-bomb guard (it reports the pixel counts)."""
     numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
     if len(numbers) < 2:
-        return f"The image is larger than the {_format_megapixels(max_pixels)}-megapixel limit."
+        return f"The image is larger than the {format_megapixels(max_pixels)}-megapixel limit."
     pixels, pillow_limit = numbers[0], numbers[1]
     limit = min(pillow_limit, max_pixels)  # Pillow's process-wide guard may be the stricter one
     return (
-        f"The image has {_format_megapixels(pixels)} megapixels, more than the "
-        f"{_format_megapixels(limit)}-megapixel limit."
+        f"The image has {format_megapixels(pixels)} megapixels, more than the "
+        f"{format_megapixels(limit)}-megapixel limit."
     )
 
 
@@ -390,7 +324,7 @@ def _unidentified_message(head: bytes) -> str:
     if label is None and b"<svg" in head.lower():
         label = "SVG"
     if label is not None:
-        return f"The file is in the {label} format, which is not supported (use {_FORMAT_LIST})."
+        return f"The file is in the {label} format, which is not supported (use {image_format_list()})."
     if head.startswith(b"PK\x03\x04"):
         return "The file is a ZIP archive, not an image."
     return _UNKNOWN
@@ -404,17 +338,4 @@ def _looks_like_ico(head: bytes) -> bool:
         and head[5:6] == b"\x00"
         and head[9:10] == b"\x00"
     )
-
-
-def _format_megapixels(pixels: int) -> str:
-    value = pixels / 1_000_000
-    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
-
-
-def _format_bytes(size: int) -> str:
-    if size >= 2**20:
-        return f"{size / 2**20:.0f} MB"
-    if size >= 2**10:
-        return f"{size / 2**10:.0f} KB"
-    return f"{size} bytes"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import Permute
 
 from .errors import LayerError
+from .hooks import forward_hook, forward_pre_hook
 from .layouts import Layout, LayoutTracker, to_map
 from .modes import eval_mode
 
@@ -47,6 +47,8 @@ class LayerInfo:
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """Return ``(dotted_name, module)`` for a layer given by dotted name or as a module of ``model``.
 
+    Example: ``resolve_layer(resnet, "layer4")  # ("layer4", Sequential(...))``.
+
     Raises:
         LayerError: if the name or module does not belong to the model.
     """
@@ -66,6 +68,8 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
 
 def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 224)) -> list[LayerInfo]:
     """Modules whose output is a feature map (more than 1×1), in the order the forward pass produces them.
+
+    Example: ``[info.name for info in candidate_layers(resnet)][-1]  # "layer4"``.
 
     Channels-first and channels-last 4-D maps count, and so do a vision transformer's tokens, seen as a map on
     the patch grid (see :mod:`gradcam_core.layouts`). Modules called more than once per forward (a shared
@@ -107,6 +111,8 @@ def probe_forward(
 ) -> dict[str, int]:
     """Run ``probe`` through ``model`` once, in eval mode without gradients, watching every named module.
 
+    Example: ``list(probe_forward(resnet, torch.zeros(1, 3, 224, 224)))[:2]  # ["conv1", "bn1"]``.
+
     The hooks act in the calling thread only, so other threads may use the model meanwhile, and are removed
     before returning.
 
@@ -118,20 +124,17 @@ def probe_forward(
     Returns:
         How many times each module ran, by dotted name, in the order the modules were first entered.
     """
-    thread = threading.get_ident()
     calls: dict[str, int] = {}
 
-    def entered(name: str):
+    def entered(name: str) -> Callable[[nn.Module, object], None]:
         def hook(module: nn.Module, args: object) -> None:
-            if threading.get_ident() == thread:
-                calls[name] = calls.get(name, 0) + 1
+            calls[name] = calls.get(name, 0) + 1
 
         return hook
 
-    def returned(name: str):
+    def returned(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
-            if threading.get_ident() == thread:
-                observe(name, module, output)
+            observe(name, module, output)
 
         return hook
 
@@ -139,9 +142,9 @@ def probe_forward(
     try:
         for name, module in model.named_modules():
             if name:
-                handles.append(module.register_forward_pre_hook(entered(name)))
+                handles.append(forward_pre_hook(module, entered(name)))
                 if observe is not None:
-                    handles.append(module.register_forward_hook(returned(name)))
+                    handles.append(forward_hook(module, returned(name)))
         with eval_mode(model), torch.no_grad():
             model(probe)
     finally:

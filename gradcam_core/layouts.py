@@ -19,7 +19,6 @@ calls so that those layers can be told apart.
 
 from __future__ import annotations
 
-import threading
 from typing import Literal
 
 import torch
@@ -27,6 +26,8 @@ from torch import Tensor, nn
 from torchvision.models import VisionTransformer
 from torchvision.models.maxvit import WindowDepartition, WindowPartition
 from torchvision.ops.misc import Permute
+
+from .hooks import forward_hook, forward_pre_hook
 
 __all__ = ["Layout", "LayoutTracker", "from_map", "to_map"]
 
@@ -49,24 +50,23 @@ class LayoutTracker:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self._thread = threading.get_ident()
         self._channels_last: bool | None = False
         self._partitioned = False
         self.attention_calls = 0
         self.grid = _patch_grid(model)
         self._handles = [
-            module.register_forward_hook(self._on_permute, prepend=True)
+            forward_hook(module, self._on_permute, prepend=True)
             for module in model.modules()
             if isinstance(module, Permute)
         ]
         self._handles += [
-            module.register_forward_hook(self._on_partition, prepend=True)
+            forward_hook(module, self._on_partition, prepend=True)
             for module in model.modules()
             if isinstance(module, (WindowPartition, WindowDepartition))
         ]
         if self.grid is not None:
             self._handles += [
-                module.register_forward_pre_hook(self._on_attention, prepend=True)
+                forward_pre_hook(module, self._on_attention, prepend=True)
                 for module in model.modules()
                 if isinstance(module, nn.MultiheadAttention)
             ]
@@ -89,22 +89,21 @@ class LayoutTracker:
             handle.remove()
 
     def _on_permute(self, module: nn.Module, args: object, output: object) -> None:
-        if threading.get_ident() != self._thread:
-            return
         dims = list(module.dims)
         self._channels_last = True if dims == _TO_CHANNELS_LAST else False if dims == _TO_CHANNELS_FIRST else None
 
     def _on_partition(self, module: nn.Module, args: object, output: object) -> None:
-        if threading.get_ident() == self._thread:
-            self._partitioned = isinstance(module, WindowPartition)
+        self._partitioned = isinstance(module, WindowPartition)
 
     def _on_attention(self, module: nn.Module, args: object) -> None:
-        if threading.get_ident() == self._thread:
-            self.attention_calls += 1
+        self.attention_calls += 1
 
 
 def to_map(output: Tensor, layout: Layout, grid: tuple[int, int] | None) -> Tensor:
-    """The ``(N, C, h, w)`` feature map of a module output (a view unless tokens, whose class token is dropped)."""
+    """The ``(N, C, h, w)`` feature map of a module output (a view unless tokens, whose class token is dropped).
+
+    Example: ``to_map(tokens, "tokens", (14, 14)).shape  # (N, 768, 14, 14) from (N, 197, 768)``.
+    """
     if layout == "nhwc":
         return output.permute(*_TO_CHANNELS_FIRST)
     if layout == "tokens":
@@ -115,6 +114,8 @@ def to_map(output: Tensor, layout: Layout, grid: tuple[int, int] | None) -> Tens
 
 def from_map(fmap: Tensor, layout: Layout, output: Tensor) -> Tensor:
     """A new tensor laid out like ``output``, made from the map (the inverse of :func:`to_map`).
+
+    Example: ``from_map(to_map(output, "nhwc", None), "nhwc", output).shape == output.shape  # True``.
 
     Always a copy, so an in-place operation after the layer leaves ``fmap`` intact; a transformer's class
     token is taken from ``output``, detached.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import GradCamError
+from .errors import MethodError
 
 __all__ = ["CamInputs", "CamMethod", "METHODS", "get_method"]
 
@@ -54,6 +54,8 @@ class CamMethod:
         use: One sentence on when to choose it.
         class_specific: Whether the map depends on the explained class (Eigen-CAM's does not).
         counter_evidence: Whether the map shows evidence *against* the class (counterfactual).
+        elementwise: Whether its weights are maps ``(N, K, h, w)`` that weight every location separately
+            (HiResCAM, LayerCAM) rather than one number per channel ``(N, K, 1, 1)``.
     """
 
     name: str
@@ -65,6 +67,7 @@ class CamMethod:
     nonnegative_weights: bool = False
     class_specific: bool = True
     counter_evidence: bool = False
+    elementwise: bool = False
 
 
 def _gradcam_weights(inputs: CamInputs) -> Tensor:
@@ -166,6 +169,7 @@ METHODS: dict[str, CamMethod] = {
             "Gradient times activation at each location, so the map shows exactly what raised the score.",
             _hirescam_weights,
             use="When the map must add up to the score cell by cell; often broader than Grad-CAM.",
+            elementwise=True,
         ),
         CamMethod(
             "layercam",
@@ -174,6 +178,7 @@ METHODS: dict[str, CamMethod] = {
             _layercam_weights,
             use="For earlier layers, where it gives finer maps than Grad-CAM.",
             nonnegative_weights=True,
+            elementwise=True,
         ),
         CamMethod(
             "scorecam",
@@ -198,14 +203,14 @@ METHODS: dict[str, CamMethod] = {
 
 
 def get_method(name: str) -> CamMethod:
-    """Return the registered method called ``name``.
+    """Return the registered method called ``name`` (any case): ``get_method("LayerCAM").elementwise  # True``.
 
     Raises:
-        GradCamError: if no such method is registered.
+        MethodError: if no such method is registered.
     """
     try:
         return METHODS[name.lower()]
     except KeyError:
-        raise GradCamError(
+        raise MethodError(
             f"Unknown method {name!r}; choose one of: {', '.join(METHODS)}."
         ) from None

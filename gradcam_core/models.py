@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "available_models",
     "imagenet_categories",
     "load_model",
+    "shared_model",
 ]
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -111,7 +113,10 @@ class ModelSpec:
 
 
 def imagenet_categories() -> tuple[str, ...]:
-    """The 1000 ImageNet class names in torchvision's order (from the weights' metadata, no download)."""
+    """The 1000 ImageNet class names in torchvision's order (from the weights' metadata, no download).
+
+    Example: ``imagenet_categories()[281]  # "tabby"``.
+    """
     return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
@@ -206,7 +211,10 @@ def _spec(name: str) -> ModelSpec:
 
 
 def available_models() -> list[ModelStatus]:
-    """Every registered model with whether it can be loaded on this machine now (no loading, no network)."""
+    """Every registered model with whether it can be loaded on this machine now (no loading, no network).
+
+    Example: ``[status.name for status in available_models() if status.available]``.
+    """
     statuses = []
     for spec in MODELS.values():
         try:
@@ -220,6 +228,8 @@ def available_models() -> list[ModelStatus]:
 
 def load_model(name: str | None = None) -> LoadedModel:
     """Load a registered model by name (default: the built-in EfficientNet-Lite0), in eval mode.
+
+    Example: ``load_model("resnet50").default_layer  # "layer4"``.
 
     Raises:
         ModelError: the name is not registered.
@@ -242,3 +252,11 @@ def load_model(name: str | None = None) -> LoadedModel:
         activated_layer=activated_layer(model, layers, spec.default_layer, probe),
     )
 
+
+@functools.lru_cache(maxsize=2)
+def shared_model(name: str | None = None) -> LoadedModel:
+    """A registered model loaded once per process and shared (computations never mutate it).
+
+    Example: ``explain(image, shared_model("resnet50"))`` loads ResNet-50 only the first time.
+    """
+    return load_model(name)

@@ -34,6 +34,8 @@ def _state(model: nn.Module) -> _ModeState:
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Run in eval mode; restore every submodule's ``training`` flag once no caller is inside any more.
 
+    Example: ``with eval_mode(model): logits = model(x)  # dropout off; model.training restored after``.
+
     Callers of one model share its eval mode: the first to enter a model in training mode switches it to eval,
     the last to leave restores the flags, and nobody restores them while another caller's forward may still be
     running. The lock is held only to enter and leave, never during the block, so callers never wait for each

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +12,12 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-__all__ = ["Preprocessing", "to_input"]
+from .errors import ModelError
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "per_channel", "to_input"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,8 @@ class Preprocessing:
     """
 
     size: int = 224
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
     keep_aspect: bool = True
     max_aspect: float = 2.0
@@ -57,7 +64,10 @@ class Preprocessing:
 
 
 def to_input(image: Image.Image, prep: Preprocessing) -> Tensor:
-    """Resize and normalise an RGB image into a ``(1, channels, h, w)`` float tensor (grayscale if asked)."""
+    """Resize and normalise an RGB image into a ``(1, channels, h, w)`` float tensor (grayscale if asked).
+
+    Example: ``to_input(load_image("cat.jpg"), Preprocessing(size=224)).shape  # (1, 3, 224, 288)``.
+    """
     height, width = prep.input_size(*image.size)
     if prep.grayscale or prep.channels == 1:
         image = image.convert("L")
@@ -67,3 +77,27 @@ def to_input(image: Image.Image, prep: Preprocessing) -> Tensor:
         tensor = tensor.expand(prep.channels, -1, -1)
     tensor = TF.normalize(tensor, list(prep.mean), list(prep.std))
     return tensor.unsqueeze(0).to(torch.float32)
+
+
+def per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
+    """Normalisation ``values`` (the ``what``: ``"mean"`` or ``"standard deviation"``), one per input channel.
+
+    One value is repeated; three RGB values for a 1-channel model are averaged. Example:
+    ``per_channel([0.5], 3, "mean")  # (0.5, 0.5, 0.5)``.
+
+    Raises:
+        ModelError: not numbers, the wrong count, not finite, or a standard deviation that is not positive.
+    """
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ModelError(f"The normalisation {what} must be numbers, one per channel.") from None
+    if len(numbers) == 1:
+        numbers = numbers * channels
+    elif len(numbers) == 3 and channels == 1:
+        numbers = (sum(numbers) / 3,)  # RGB statistics for a grayscale model: their average
+    if len(numbers) != channels:
+        raise ModelError(f"The normalisation {what} has {len(numbers)} values; give 1 or {channels}.")
+    if not all(math.isfinite(v) for v in numbers) or (what != "mean" and min(numbers) <= 0):
+        raise ModelError(f"The normalisation {what} must be finite{'' if what == 'mean' else ' and positive'}.")
+    return numbers

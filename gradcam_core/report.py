@@ -41,6 +41,8 @@ _TARGET_ROW = ' class="target"'
 def weights_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks; cached per (path, mtime, size).
 
+    Example: ``weights_sha256("resnet18.safetensors")  # "9f86d0..." (64 hex digits)``.
+
     Raises:
         OSError: The file cannot be read.
     """
@@ -61,6 +63,8 @@ def _sha256_of(path: str, mtime_ns: int, size: int) -> str:  # noqa: ARG001 - mt
 def model_weights_sha256(model: LoadedModel) -> str | None:
     """SHA-256 of a loaded model's weights: known for custom models, else read from its weights file (cached).
 
+    Example: ``model_weights_sha256(load_model())  # the built-in weights' hash``.
+
     ``None`` when there is no weights file or it cannot be read.
     """
     if model.weights_sha256 is not None:
@@ -74,7 +78,10 @@ def model_weights_sha256(model: LoadedModel) -> str | None:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of gradcam_core, Python and the libraries that shape a result."""
+    """Versions of gradcam_core, Python and the libraries that shape a result.
+
+    Example: ``library_versions()["torch"]  # "2.14.1"``.
+    """
     import torch
     import torchvision
     from PIL import __version__ as pillow_version
@@ -111,6 +118,9 @@ def build_report(
     now: datetime | None = None,
 ) -> str:
     """A self-contained HTML report of one explanation.
+
+    Example: ``build_report(result, model_title="ResNet-50", weights_file=None, alpha=0.5, colormap="jet",
+    image_name="cat.jpg")`` is the text of a ``.html`` file.
 
     Args:
         explanation: What :func:`~gradcam_core.explain.explain` returned.

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Iterable
 
-from .targets import Prediction
+from .explain import ExplanationSummary
 
 __all__ = ["COLUMNS", "csv_table", "spreadsheet_safe"]
 
@@ -18,20 +17,10 @@ COLUMNS = (
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-class Explained(Protocol):
-    """What a row needs: an ``Explanation`` or anything with the same fields."""
+def csv_table(rows: Iterable[tuple[str, ExplanationSummary]]) -> str:
+    """CSV text with a header (``COLUMNS``) and one row per ``(image name, explanation)`` (or its summary).
 
-    predictions: Sequence[Prediction]
-    target: Prediction
-    score: float
-    strength: float
-    model: str
-    layer: str
-    method: str
-
-
-def csv_table(rows: Iterable[tuple[str, Explained]]) -> str:
-    """CSV text with a header (``COLUMNS``) and one row per ``(image name, explanation)``.
+    Example: ``Path("summary.csv").write_text(csv_table([("cat.jpg", explain("cat.jpg"))]))``.
 
     Every text cell (file, model, layer, method and class names: a custom model is named after its weights
     file) goes through :func:`spreadsheet_safe`; the numbers are written by us.
@@ -56,5 +45,8 @@ def csv_table(rows: Iterable[tuple[str, Explained]]) -> str:
 
 
 def spreadsheet_safe(text: str) -> str:
-    """``text`` made inert for spreadsheets: a leading ``= + - @`` (or tab, CR) would start a formula."""
+    """``text`` made inert for spreadsheets: a leading ``= + - @`` (or tab, CR) would start a formula.
+
+    Example: ``spreadsheet_safe("=SUM(A1)")  # "'=SUM(A1)"``.
+    """
     return f"'{text}" if text.startswith(_FORMULA_STARTS) else text

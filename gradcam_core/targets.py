@@ -1,4 +1,4 @@
-"""Choosing the class to explain: by index or by name, and the top-k predictions."""
+"""Choosing the class to explain: by index or by name, per image of a batch, and the top-k predictions."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .errors import TargetError
+from .errors import ModelError, TargetError
 
-__all__ = ["ACTIVATIONS", "Prediction", "probabilities", "resolve_class", "top_predictions"]
+__all__ = [
+    "ACTIVATIONS",
+    "Prediction",
+    "Targets",
+    "check_activation",
+    "class_scores",
+    "probabilities",
+    "resolve_class",
+    "resolve_targets",
+    "top_predictions",
+]
 
 ACTIVATIONS = ("softmax", "sigmoid")
+
+Targets = int | Sequence[int] | Tensor | None
+"""One class index per image of a batch (an int applies to all); ``None`` explains each image's top-1 class."""
 
 
 class Prediction(NamedTuple):
@@ -26,6 +39,8 @@ class Prediction(NamedTuple):
 
 def resolve_class(target: int | str, categories: Sequence[str]) -> int:
     """Class index for an index or a case-insensitive class name (e.g. ``"tabby"``, ``"Espresso"``).
+
+    Example: ``resolve_class("Tabby", model.categories)  # 281``.
 
     Raises:
         TargetError: the index is out of range or no class has that name.
@@ -47,22 +62,71 @@ def resolve_class(target: int | str, categories: Sequence[str]) -> int:
     raise TargetError(f"No class is named {target!r}{hint}.")
 
 
+def resolve_targets(targets: Targets, logits: Tensor) -> Tensor:
+    """``(N,)`` class index explained for each image of a batch, e.g. ``resolve_targets(None, logits)`` is the
+    top-1 class of each row of ``logits`` ``(N, C)``.
+
+    Raises:
+        TargetError: the number of targets does not match the batch, or an index is out of range.
+    """
+    batch, classes = logits.shape
+    if targets is None:
+        return logits.argmax(dim=1)
+    if isinstance(targets, int):
+        idx = torch.full((batch,), targets, dtype=torch.long)
+    else:
+        idx = torch.as_tensor(targets, dtype=torch.long).flatten()
+    if idx.numel() != batch:
+        raise TargetError(f"Got {idx.numel()} targets for a batch of {batch} images; give one per image.")
+    bad = idx[(idx < 0) | (idx >= classes)]
+    if bad.numel():
+        raise TargetError(f"Class index {int(bad[0])} is out of range; this model has {classes} classes (0-{classes - 1}).")
+    return idx.to(logits.device)
+
+
+def class_scores(output: object) -> Tensor:
+    """``output`` of a model, checked to be class scores ``(batch, classes)``: ``class_scores(model(x))``.
+
+    Raises:
+        ModelError: the model returned anything else (a tuple, a feature map...).
+    """
+    if not isinstance(output, Tensor) or output.ndim != 2:
+        raise ModelError("The model must return class scores of shape (batch, classes).")
+    return output
+
+
+def check_activation(activation: str) -> str:
+    """``activation`` if it is one of :data:`ACTIVATIONS`: ``check_activation("sigmoid")  # "sigmoid"``.
+
+    Raises:
+        ModelError: any other value.
+    """
+    if activation not in ACTIVATIONS:
+        raise ModelError(f"Unknown activation {activation!r}; choose softmax (single-label) or sigmoid (multi-label).")
+    return activation
+
+
 def probabilities(logits: Tensor, activation: str = "softmax") -> Tensor:
     """Class probabilities of logits ``(..., C)`` (one image's ``(C,)`` or a batch's ``(N, C)``), along the last
-    dimension: softmax (single-label) or sigmoid (multi-label)."""
+    dimension: softmax (single-label) or sigmoid (multi-label), e.g. ``probabilities(result.logits[0])``.
+
+    Raises:
+        ModelError: the activation is neither softmax nor sigmoid.
+    """
     scores = logits.detach()
     scores = scores if scores.dtype == torch.float64 else scores.float()
-    if activation == "sigmoid":
+    if check_activation(activation) == "sigmoid":
         return torch.sigmoid(scores)
-    if activation == "softmax":
-        return torch.softmax(scores, dim=-1)
-    raise ValueError(f"Unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
+    return torch.softmax(scores, dim=-1)
 
 
 def top_predictions(
     logits: Tensor, categories: Sequence[str], k: int = 5, activation: str = "softmax"
 ) -> tuple[Prediction, ...]:
-    """The ``k`` most probable classes of one image's logits ``(C,)``, by softmax or sigmoid probability."""
+    """The ``k`` most probable classes of one image's logits ``(C,)``, by softmax or sigmoid probability.
+
+    Example: ``top_predictions(trace.logits[0], model.categories, k=3)``.
+    """
     probs = probabilities(logits, activation)
     values, indices = probs.topk(min(k, probs.numel()))
     return tuple(

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from .cam import CamTrace
+from .methods import get_method
 
 __all__ = ["CamSteps", "cam_steps", "channel_weights", "top_channels"]
 
@@ -41,7 +42,8 @@ class CamSteps:
         channels: ``(n,)`` channel indices of ``activations``.
         weights: ``(K,)`` float32 channel weights alpha_k^c. For element-wise methods (HiResCAM, LayerCAM) the
             weights are ``(K, h, w)`` maps and this is their spatial mean.
-        elementwise: Whether the method weights every cell separately (then ``weights`` is a mean).
+        elementwise: Whether the method weights every cell separately (``CamMethod.elementwise``; then
+            ``weights`` is a mean).
         contributions: ``(K,)`` float32 spatial mean of each channel's term weights_k * A^k of the weighted sum
             (they add up to the mean of ``weighted_sum``): what each channel brings to the map.
         weighted_sum: ``(h, w)`` float32 sum_k weights_k * A^k, before the ReLU.
@@ -87,13 +89,16 @@ class CamSteps:
 
 
 def cam_steps(trace: CamTrace, index: int = 0) -> CamSteps:
-    """Image ``index`` of ``trace`` as NumPy arrays; only the means (``weights``, ``contributions``) are computed."""
+    """Image ``index`` of ``trace`` as NumPy arrays; only the means (``weights``, ``contributions``) are computed.
+
+    Example: ``cam_steps(explain("cat.jpg", keep_trace=True).trace).weights  # (K,) alpha_k^c``.
+    """
     activations = trace.activations[index].numpy().astype(np.float32, copy=False)
     return CamSteps(
         activations=activations,
         channels=np.arange(activations.shape[0]),
         weights=channel_weights(trace, index),
-        elementwise=_elementwise(trace),
+        elementwise=get_method(trace.method).elementwise,
         contributions=(trace.weights[index] * trace.activations[index]).mean(dim=(1, 2)).numpy().astype(np.float32),
         weighted_sum=trace.weighted_sum[index].numpy().astype(np.float32, copy=False),
         cam=trace.cam[index].numpy().astype(np.float32, copy=False),
@@ -104,9 +109,12 @@ def cam_steps(trace: CamTrace, index: int = 0) -> CamSteps:
 
 
 def channel_weights(trace: CamTrace, index: int = 0) -> np.ndarray:
-    """``(K,)`` float32 weight of each channel: alpha_k^c, or the spatial mean of element-wise weights."""
+    """``(K,)`` float32 weight of each channel: alpha_k^c, or the spatial mean of element-wise weights.
+
+    Example: ``channel_weights(trace_cam(model, x, "layer4"))  # (2048,)``.
+    """
     weights = trace.weights[index]
-    if _elementwise(trace):
+    if get_method(trace.method).elementwise:
         weights = weights.mean(dim=(1, 2))
     return weights.reshape(weights.shape[0]).numpy().astype(np.float32, copy=False)
 
@@ -114,12 +122,9 @@ def channel_weights(trace: CamTrace, index: int = 0) -> np.ndarray:
 def top_channels(weights: np.ndarray, k: int, order: Order = "largest") -> np.ndarray:
     """Indices of ``k`` channels: the largest weights first, the most negative first, or the largest |weight|.
 
-    Ties keep the lower channel index first.
+    Ties keep the lower channel index first. Example: ``top_channels(np.array([0.1, -2.0, 0.5]), 2)  # [2, 0]``.
     """
     weights = np.asarray(weights)
     key = {"largest": -weights, "smallest": weights, "magnitude": -np.abs(weights)}[order]
     return np.argsort(key, kind="stable")[: max(0, k)]
 
-
-def _elementwise(trace: CamTrace) -> bool:
-    return trace.weights.shape[-2:] != (1, 1)

@@ -48,14 +48,15 @@ from torch import Tensor, nn
 from torchvision.transforms import functional as TF
 
 from .cam import masked_batch_size, trace_cam
-from .errors import GradCamError
+from .errors import TrustCheckError
 from .explain import heatmap_from_map
+from .hooks import is_engine_hook
 from .imaging import load_image
 from .layers import probe_forward, resolve_layer
 from .models import LoadedModel
 from .modes import eval_mode
 from .preprocess import to_input
-from .targets import resolve_class
+from .targets import probabilities, resolve_class
 
 __all__ = [
     "FaithfulnessCurves",
@@ -77,10 +78,6 @@ BLUR_FRACTION = 1 / 20
 RANDOM_CELL = 32
 """Cell size, in input pixels, of the random map behind the chance-level curves (a 7 × 7 grid at 224, like a
 CAM from a network's last stage)."""
-
-
-class TrustCheckError(GradCamError, ValueError):
-    """A trust check got inputs it cannot measure (wrong shapes, an empty region, a map without heat)."""
 
 
 # --------------------------------------------------------------------------------------------- faithfulness
@@ -121,7 +118,10 @@ class FaithfulnessCurves:
 
 
 def blur_baseline(inputs: Tensor, sigma: float | None = None) -> Tensor:
-    """A Gaussian-blurred copy of a ``(N, C, h, w)`` input batch (default σ: 1/20 of the shorter side)."""
+    """A Gaussian-blurred copy of a ``(N, C, h, w)`` input batch (default σ: 1/20 of the shorter side).
+
+    Example: ``blur_baseline(torch.rand(1, 3, 224, 224)).shape  # (1, 3, 224, 224), σ = 11.2 px``.
+    """
     height, width = inputs.shape[-2:]
     sigma = BLUR_FRACTION * min(height, width) if sigma is None else float(sigma)
     if sigma <= 0:
@@ -147,6 +147,8 @@ def deletion_insertion(
     progress: Callable[[int, int], None] | None = None,
 ) -> FaithfulnessCurves:
     """Deletion and insertion curves (RISE) of ``heatmap`` for class ``target``, and their random-order baseline.
+
+    Example: ``deletion_insertion(model, image, result.heatmap).beats_random  # True for a faithful map``.
 
     Args:
         model: What ``load_model`` returned.
@@ -195,7 +197,6 @@ def deletion_insertion(
     masks = torch.cat([_step_masks(order, counts[1:-1], height, width) for order in orders])
     masks = [chunk for chunk in masks.split(batch_size) if len(chunk)]
     original, blurred = inputs[0], baseline[0]
-    sigmoid = getattr(model, "activation", "softmax") == "sigmoid"  # a multi-label model
     batches = [lambda: torch.cat([inputs, baseline])]
     batches += [lambda chunk=chunk: torch.where(chunk, blurred, original) for chunk in masks]  # deleted
     batches += [lambda chunk=chunk: torch.where(chunk, original, blurred) for chunk in masks]  # inserted
@@ -205,11 +206,10 @@ def deletion_insertion(
             logits.append(model.model(batch()))
             if progress is not None:
                 progress(len(logits), len(batches))
-    all_logits = torch.cat(logits)
-    probabilities = all_logits.sigmoid() if sigmoid else all_logits.softmax(dim=1)
+    probs = probabilities(torch.cat(logits), model.activation)  # sigmoid for a multi-label model
     if class_index is None:
-        class_index = int(probabilities[0].argmax())
-    scores = probabilities[:, class_index].double().numpy()
+        class_index = int(probs[0].argmax())
+    scores = probs[:, class_index].double().numpy()
 
     full, empty = scores[0], scores[1]
     inner = scores[2:].reshape(2, len(orders), steps - 1)
@@ -311,6 +311,8 @@ def randomized_copy(
 ) -> RandomizedModel:
     """A deep copy of ``model`` with its top parameterised modules re-initialised (the caller's model is untouched).
 
+    Example: ``randomized_copy(model, "layer4").modules  # ("fc", "layer4.1.bn2", ...)``.
+
     Args:
         model: What ``load_model`` returned, or a torch module.
         layer: Target layer (dotted name); default: the loaded model's default layer.
@@ -332,8 +334,8 @@ def randomized_copy(
     if randomize is not None and randomize < 1:
         raise TrustCheckError(f"Randomise at least one module, not {randomize}.")
     if isinstance(model, LoadedModel):
-        channels = getattr(model.preprocessing, "channels", 3)
-        probe = torch.zeros(1, channels, model.preprocessing.size, model.preprocessing.size)
+        prep = model.preprocessing
+        probe = torch.zeros(1, prep.channels, prep.size, prep.size)
     else:
         probe = torch.zeros(1, 3, 224, 224)
 
@@ -368,6 +370,8 @@ def sanity_check(
     randomized: RandomizedModel | None = None,
 ) -> SanityCheck:
     """Compare the map of ``model`` with the same map from a copy whose top layers are re-initialised.
+
+    Example: ``sanity_check(model, image).suspicious  # False when the map depends on the weights``.
 
     Args:
         model: What ``load_model`` returned; never modified.
@@ -409,7 +413,10 @@ def sanity_check(
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two equally shaped arrays (ties get their average rank; 0 if either is constant)."""
+    """Spearman rank correlation of two equally shaped arrays (ties get their average rank; 0 if either is constant).
+
+    Example: ``rank_correlation(np.array([1, 2, 3]), np.array([10, 20, 40]))  # 1.0``.
+    """
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise TrustCheckError(f"Cannot correlate maps of {a.size} and {b.size} values; give maps of the same shape.")
@@ -450,7 +457,8 @@ _HOOK_OPTIONS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "
 
 
 def _copy_without_engine_hooks(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` without the engine's transient hooks, safe while other threads explain with it.
+    """A deep copy of ``model`` without the engine's transient hooks (:mod:`.hooks`), safe while other threads
+    explain with it.
 
     Other threads add and remove their hooks on the shared model meanwhile: deep-copying the live hook tables
     could fail (a dict changed size during iteration) or copy another thread's hook along with its tensors.
@@ -463,7 +471,7 @@ def _copy_without_engine_hooks(model: nn.Module) -> nn.Module:
         for name in _HOOK_TABLES:
             table = getattr(module, name, None)
             if isinstance(table, dict):
-                snapshot = OrderedDict((key, hook) for key, hook in list(table.items()) if not _is_engine_hook(hook))
+                snapshot = OrderedDict((key, hook) for key, hook in list(table.items()) if not is_engine_hook(hook))
                 memo[id(table)] = snapshot
                 kept.update(snapshot)
         for name in _HOOK_OPTIONS:  # per-hook flags, keyed like the hooks
@@ -471,10 +479,6 @@ def _copy_without_engine_hooks(model: nn.Module) -> nn.Module:
             if isinstance(table, dict):
                 memo[id(table)] = OrderedDict((key, flag) for key, flag in list(table.items()) if key in kept)
     return copy.deepcopy(model, memo)
-
-
-def _is_engine_hook(hook: object) -> bool:
-    return (getattr(hook, "__module__", None) or "").startswith("gradcam_core.")
 
 
 # ------------------------------------------------------------------------------------------------ region check
@@ -502,6 +506,8 @@ class RegionCheck:
 
 def region_check(heatmap: np.ndarray, mask: np.ndarray) -> RegionCheck:
     """Share of the heat inside ``mask``, the mask's share of the image, and whether the peak falls inside.
+
+    Example: ``region_check(result.heatmap, mask).describe()  # "60% of the heat in 20% of the image; ..."``.
 
     Args:
         heatmap: ``(H, W)`` non-negative map registered on the image (e.g. ``Explanation.heatmap``).

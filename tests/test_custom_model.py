@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gradcam_core import ModelError, explain, load_custom_model, to_input
-from gradcam_core.custom import matching_architectures
+from gradcam_core.architectures import matching_architectures
 from gradcam_core.cli import main
+from gradcam_core.units import format_size
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CHELSEA = ASSETS / "chelsea.png"
@@ -204,14 +205,14 @@ def test_checkpoint_declaring_a_huge_tensor_is_one_sentence() -> None:
 def test_too_large_file_is_refused_before_reading(files) -> None:
     size = files["pt"].stat().st_size
     message = _model_error("resnet18", files["pt"], LABELS, max_bytes=1000)
-    assert message == f"The weights file is {size / 1024**2:.1f} MB, over the 1000 bytes limit."
-    assert "over the" in _model_error("resnet18", files["pt"].read_bytes(), LABELS, max_bytes=1000)
+    assert message == f"The weights file '{files['pt']}' is {format_size(size)}, more than the 1000 bytes limit."
+    assert "more than the" in _model_error("resnet18", files["pt"].read_bytes(), LABELS, max_bytes=1000)
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("archive/data/0", bytes(8 * 1024**2))
     assert len(bomb.getvalue()) < 1024**2
     message = _model_error("resnet18", bomb.getvalue(), LABELS, max_bytes=1024**2)
-    assert message == "The weights file unpacks to 8.0 MB, over the 1.0 MB limit."
+    assert message == "The weights file unpacks to 8 MB, over the 1 MB limit."
 
 
 def test_torchscript_is_refused(reference, tmp_path: Path) -> None:

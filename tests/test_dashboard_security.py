@@ -101,6 +101,7 @@ def test_an_upload_over_its_limit_is_refused_before_decoding(monkeypatch) -> Non
     assert not at.exception
     [error] = [e.value for e in at.error]
     assert _shown(error) == f"The upload is {len(huge) / 2**20:.1f} MB, more than the {uploads.IMAGE_MB} MB limit."
+    assert _shown(error) == "The upload is 25.0 MB, more than the 25 MB limit."
     assert not decoded and not at.get("plotly_chart")
 
 

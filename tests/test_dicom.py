@@ -342,7 +342,7 @@ def test_dicm_header_with_garbage(seed: int) -> None:
 
 
 def test_not_dicom_and_empty() -> None:
-    assert read_error(b"") == "The file is empty."
+    assert read_error(b"") == "The DICOM file is empty."  # the one reader names what it reads (files.read_bounded)
     assert "not a DICOM file" in read_error(b"hello" * 100)
     assert "not a DICOM file" in read_error(sample_bytes("no_meta.dcm"))
 

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gradcam_core import cli, compute_cam, load_custom_model, randomized_copy
-from gradcam_core.custom import MAX_INDEX_BYTES, MAX_TENSORS
+from gradcam_core.checkpoints import MAX_INDEX_BYTES, MAX_TENSORS
 from gradcam_core.dicom import _frame_size, read_dicom, render_frame
 from gradcam_core.errors import ImageError, ModelError
 from gradcam_core.imaging import MAX_JPEG_SCANS, load_image
@@ -468,7 +468,7 @@ def test_safetensors_header_too_long_is_refused_before_reading_it(no_weights_par
     with pytest.raises(ModelError) as excinfo:
         load_custom_model("resnet18", data, ["a"])
     assert str(excinfo.value) == (
-        "The weights file's safetensors header is 80.0 MB, over the 4.0 MB a classifier needs."
+        "The weights file's safetensors header is 80 MB, over the 4 MB a classifier needs."
     )
 
 
