@@ -13,7 +13,9 @@ __version__ = version("gradcam-dashboard")
 """The installed project's version (kept in pyproject.toml only)."""
 
 from .cam import CamTrace, compute_cam, trace_cam
+from .assembly import assemble_model
 from .custom import custom_architectures, load_custom_model
+from .sources import SOURCES, ModelRequest, ModelSource, load_user_model
 from .dicom import DicomImage, Window, is_dicom, read_dicom, render_frame
 from .errors import (
     GradCamError,
@@ -54,6 +56,11 @@ from .trust import (
 )
 
 __all__ = [
+    "SOURCES",
+    "ModelRequest",
+    "ModelSource",
+    "assemble_model",
+    "load_user_model",
     "DICOM_SUFFIXES",
     "IMAGE_SUFFIXES",
     "UPLOAD_SUFFIXES",

@@ -21,7 +21,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .errors import ModelError
-from .layers import LayerInfo
+from .layers import LayerInfo, last_feature_map
 from .models import MODELS
 from .units import plural
 
@@ -155,8 +155,7 @@ def default_layer(arch: str, layers: Sequence[LayerInfo]) -> str:
     spec = MODELS.get(arch)
     if spec is not None and spec.default_layer in names:
         return spec.default_layer
-    unpooled = [info.name for info in layers if "Pool" not in info.kind]
-    return (unpooled or names)[-1]
+    return last_feature_map(layers)
 
 
 def _ignored_key(key: str) -> bool:

@@ -3,7 +3,7 @@
 Usage::
 
     gradcam IMAGE_OR_FOLDER... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
-    gradcam IMAGE... --out DIR --weights FILE --labels FILE [--architecture NAME] [--activation sigmoid]
+    gradcam IMAGE... --out DIR --weights FILE --labels FILE [--source NAME] [--architecture NAME] [--activation sigmoid]
     gradcam --list-models
     gradcam --list-layers MODEL
 
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .custom import load_custom_model
+from .sources import SOURCES, ModelRequest, load_user_model
 from .dicom import is_dicom, read_dicom, render_frame
 from .errors import GradCamError, ImageError
 from .explain import Explanation, explain
@@ -147,17 +147,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar even if stderr is no terminal")
     custom = parser.add_argument_group("your own model (instead of --model)")
-    custom.add_argument("--weights", type=Path, metavar="FILE", help="state dict: .safetensors, or .pt/.pth")
+    custom.add_argument(
+        "--source",
+        choices=list(SOURCES),
+        default=None,
+        help="where the model comes from (default: torchvision); "
+        + "; ".join(f"{source.name}: {source.files}" for source in SOURCES.values()).replace("%", "%%"),
+    )
+    custom.add_argument(
+        "--weights", type=Path, metavar="FILE", help="the model's file: weights, an .onnx graph, or a folder/zip"
+    )
     custom.add_argument(
         "--architecture",
         metavar="NAME",
-        help="torchvision architecture, e.g. resnet18 (default: recognised from the weights)",
+        help="the network's name in its library, e.g. resnet18 (default: recognised where possible)",
     )
     custom.add_argument("--labels", type=Path, metavar="FILE", help="class names: one per line, or JSON")
     custom.add_argument(
         "--activation", choices=["softmax", "sigmoid"], help="softmax (single-label, default) or sigmoid (multi-label)"
     )
-    custom.add_argument("--input-size", type=int, metavar="N", help="shorter side of the input (default: 224)")
+    custom.add_argument(
+        "--input-size", type=int, metavar="N", help="shorter side of the input (default: the source's, else 224)"
+    )
     custom.add_argument("--mean", type=_floats, metavar="A,B,C", help="normalisation mean (default: ImageNet's)")
     custom.add_argument("--std", type=_floats, metavar="A,B,C", help="normalisation std (default: ImageNet's)")
     custom.add_argument("--grayscale", action="store_true", help="feed the model a grayscale image")
@@ -189,7 +200,7 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-_CUSTOM_OPTIONS = ("architecture", "labels", "activation", "input_size", "mean", "std", "grayscale")
+_CUSTOM_OPTIONS = ("source", "architecture", "labels", "activation", "input_size", "mean", "std", "grayscale")
 
 
 def _check_custom_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -203,7 +214,7 @@ def _check_custom_flags(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--model and --weights are mutually exclusive: give one model")
     if args.list_models or args.list_layers is not None:
         parser.error("--weights cannot be combined with --list-models / --list-layers")
-    if args.labels is None:
+    if args.labels is None and SOURCES[args.source or "torchvision"].needs_labels:
         parser.error("--weights needs --labels FILE")
 
 
@@ -211,14 +222,17 @@ def _load(args: argparse.Namespace) -> LoadedModel:
     """The registered model named by --model, or your own model from --weights."""
     if args.weights is None:
         return load_model(args.model or DEFAULT_MODEL)
-    options = {name: getattr(args, name) for name in ("activation", "input_size", "mean", "std")}
-    return load_custom_model(
-        args.architecture,
-        args.weights,
-        args.labels,
+    request = ModelRequest(
+        weights=args.weights,
+        labels=args.labels,
+        architecture=args.architecture,
+        activation=args.activation or "softmax",
+        input_size=args.input_size,
+        mean=args.mean,
+        std=args.std,
         grayscale=args.grayscale,
-        **{name: value for name, value in options.items() if value is not None},
     )
+    return load_user_model(args.source or "torchvision", request)
 
 
 def _list_models() -> None:

@@ -8,12 +8,9 @@ is set per channel (:mod:`.preprocess`). Another source of models adds a module 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
-
-import torch
 
 from .architectures import (
     architecture_name,
@@ -28,8 +25,9 @@ from .checkpoints import MAX_WEIGHTS_BYTES, WeightsSource, read_state_dict
 from .errors import ModelError
 from .files import read_bounded
 from .labels import MAX_LABELS_BYTES, LabelsSource, read_labels
-from .layers import activated_layer, candidate_layers
+from .assembly import assemble_model
 from .models import LoadedModel
+from .sources import ModelRequest
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, per_channel
 from .targets import check_activation
 
@@ -101,28 +99,41 @@ def load_custom_model(
         grayscale=bool(grayscale) or channels == 1,
         channels=channels,
     )
-    try:
-        layers = candidate_layers(model, torch.zeros(1, channels, input_size, input_size))
-    except Exception as exc:  # e.g. a ViT built for another input size
-        raise ModelError(
-            f"The {arch} model could not run on a {input_size}×{input_size} input ({type(exc).__name__}); "
-            "check the input size it was trained with."
-        ) from exc
-    if not layers:
-        raise ModelError(f"The {arch} model has no spatial feature map to explain at input size {input_size}.")
     file_name = path.name if path is not None else file_name
-    layer = default_layer(arch, layers)
-    probe = torch.randn(1, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    return LoadedModel(
+    return assemble_model(
+        model,
+        categories,
+        preprocessing,
         name=name or (path.stem if path is not None else arch),
         title=f"{arch} ({file_name or 'custom weights'})",
-        model=model,
-        categories=categories,
-        preprocessing=preprocessing,
-        default_layer=layer,
-        layers=tuple(layers),
+        weights=data,
         weights_file=path,
         activation=activation,
-        weights_sha256=hashlib.sha256(data).hexdigest(),
-        activated_layer=activated_layer(model, layers, layer, probe),
+        default_layer=lambda layers: default_layer(arch, layers),
+        subject=f"The {arch} model",
+    )
+
+
+def load(request: ModelRequest) -> LoadedModel:
+    """The torchvision source (``sources.SOURCES["torchvision"]``): :func:`load_custom_model` for ``request``.
+
+    Example: ``load(ModelRequest(weights="chest.pt", labels="classes.txt"))``.
+    """
+    if request.labels is None:
+        raise ModelError("A torchvision model needs its class names: give a labels file.")
+    options = {
+        key: value
+        for key, value in (("input_size", request.input_size), ("mean", request.mean), ("std", request.std))
+        if value is not None
+    }
+    return load_custom_model(
+        request.architecture,
+        request.weights,
+        request.labels,
+        activation=request.activation,
+        grayscale=request.grayscale,
+        max_bytes=request.max_bytes,
+        name=request.name,
+        file_name=request.file_name,
+        **options,
     )

@@ -14,7 +14,7 @@ from .hooks import forward_hook, forward_pre_hook
 from .layouts import Layout, LayoutTracker, to_map
 from .modes import eval_mode
 
-__all__ = ["LayerInfo", "activated_layer", "candidate_layers", "probe_forward", "resolve_layer"]
+__all__ = ["LayerInfo", "activated_layer", "candidate_layers", "last_feature_map", "probe_forward", "resolve_layer"]
 
 NEGATIVE_SHARE = 0.1
 """Largest share of negative mass (sum of |negative values| / sum of |values|) of an activated layer's output:
@@ -168,6 +168,12 @@ _PLACEHOLDERS = (
 def _is_placeholder(module: nn.Module) -> bool:
     """True for modules whose output is their input, or a padded or permuted copy of it (not worth explaining)."""
     return isinstance(module, _PLACEHOLDERS) or type(module).__name__ == "Identity"
+
+
+def last_feature_map(layers: Sequence[LayerInfo]) -> str:
+    """The last candidate layer that is not a pooling: ``last_feature_map(candidate_layers(model))  # "layer4"``."""
+    unpooled = [info.name for info in layers if "Pool" not in info.kind]
+    return (unpooled or [info.name for info in layers])[-1]
 
 
 def activated_layer(model: nn.Module, layers: Sequence[LayerInfo], default: str, probe: Tensor) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
