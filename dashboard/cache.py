@@ -36,8 +36,8 @@ from .tiles import keep_tiles
 TOP_K = 5
 DISPLAY_SIDE = 1024
 """Longest side of the pictures sent to the browser (downloads stay at full resolution)."""
-UNNAMED_WEIGHTS = "uploaded weights"
-"""What the shared copy of a user's model calls its weights file."""
+UNNAMED_WEIGHTS = "uploaded model"
+"""What the shared copy of a user's model calls its file (each session puts its own file name in its place)."""
 RESULT_ENTRIES = 128
 """Explanations kept for all sessions (a few hundred KB each, at most about 2.5 MB: a layer-sized map and the
 teaching tiles, see ``ACTIVATION_BUDGET``)."""
@@ -69,8 +69,7 @@ def load_model(name: str) -> LoadedModel:
 def own_model(own: OwnModel) -> LoadedModel:
     """The user's model, titled with this session's file name (the shared cached model carries no name)."""
     shared = load_own_model(own.key, own)
-    architecture = shared.title.removesuffix(f" ({UNNAMED_WEIGHTS})")
-    return replace(shared, title=f"{architecture} ({own.weights_name})")
+    return replace(shared, title=shared.title.replace(UNNAMED_WEIGHTS, own.weights_name))
 
 
 @st.cache_resource(show_spinner="Loading your model…", max_entries=2, ttl=3600)
@@ -79,10 +78,10 @@ def load_own_model(key: str, _own: OwnModel) -> LoadedModel:
 
     Shared between sessions, so it holds nothing of the session that uploaded it: not the file's name.
     """
-    return core.load_custom_model(
-        _own.architecture,
-        _own.weights,
-        _own.labels,
+    request = core.ModelRequest(
+        weights=_own.weights,
+        labels=_own.labels,
+        architecture=_own.architecture,
         activation=_own.activation,
         input_size=_own.input_size,
         mean=_own.mean,
@@ -91,6 +90,7 @@ def load_own_model(key: str, _own: OwnModel) -> LoadedModel:
         name=key,
         file_name=UNNAMED_WEIGHTS,
     )
+    return core.load_user_model(_own.source, request)
 
 
 def forward_seconds(model: LoadedModel) -> float:

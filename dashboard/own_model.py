@@ -1,4 +1,4 @@
-"""Sidebar form for the user's own model: architecture, weights, labels, output activation and preprocessing."""
+"""Sidebar form for the user's own model: its source, architecture, file, labels, output and preprocessing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import gradcam_core as core
 from gradcam_core.custom import IMAGENET_MEAN, IMAGENET_STD
 
 from .settings import OwnModel
+from .text import plain
 from .uploads import LABELS_MB, WEIGHTS_MB, received
 
 NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
@@ -30,24 +31,26 @@ ACTIVATIONS = {
 
 
 def own_model_form() -> OwnModel | None:
-    """The user's model as chosen in the sidebar; ``None`` until the weights and labels are uploaded."""
-    architecture = st.selectbox(
-        "Architecture",
-        [RECOGNISE, *core.custom_architectures()],
-        format_func=lambda name: "Recognise from the weights" if name == RECOGNISE else name,
-        key="own-architecture",
-        help="The torchvision architecture the weights were trained with; by default it is recognised from the "
-        "names and shapes of the weights (RegNets must be named).",
+    """The user's model as chosen in the sidebar; ``None`` until every file it needs is uploaded."""
+    source = st.selectbox(
+        "Model source",
+        list(core.SOURCES),
+        format_func=lambda name: core.SOURCES[name].title,
+        key="own-source",
+        help="Where your model comes from. Model files are read as data only: files that contain code are refused.",
     )
+    facts = core.SOURCES[source]
+    st.caption(plain(facts.files))
+    architecture = architecture_choice(facts)
     weights = st.file_uploader(
-        "Weights (.safetensors, .pt or .pth)",
-        type=["safetensors", "pt", "pth"],
-        key="own-weights",
+        f"Model file ({', '.join(facts.suffixes)})",
+        type=[suffix.removeprefix(".") for suffix in facts.suffixes],
+        key=f"own-weights-{source}",
         max_upload_size=WEIGHTS_MB,
-        help="The model's state dict. Only tensors are read: files that contain code are refused.",
+        help=facts.files,
     )
     labels = st.file_uploader(
-        "Class names (.txt or .json)",
+        "Class names (.txt or .json)" + ("" if facts.needs_labels else ", optional"),
         type=["txt", "json"],
         key="own-labels",
         max_upload_size=LABELS_MB,
@@ -57,28 +60,59 @@ def own_model_form() -> OwnModel | None:
         "Output", list(ACTIVATIONS), format_func=ACTIVATIONS.__getitem__, key="own-activation", horizontal=False
     )
     with st.expander("Preprocessing", icon=":material/tune:"):
-        size = st.number_input("Input size (shorter side, px)", 32, 2048, 224, 16, key="own-size")
-        mean, std = normalisation()
+        own = facts.own_preprocessing and st.checkbox(
+            "The model's own (from its configuration)", value=True, key="own-preprocessing",
+            help="Input size, mean and standard deviation as the model file or its library states them.",
+        )
+        size = None if own else int(st.number_input("Input size (shorter side, px)", 32, 2048, 224, 16, key="own-size"))
+        mean, std = (None, None) if own else normalisation()
         grayscale = st.checkbox("Grayscale model", key="own-grayscale", help="Feed the image in shades of grey.")
-    if weights is None or labels is None:
-        st.caption("Upload the weights and the class names to explain with your model.")
+    missing = [what for what, absent in (
+        ("the model file", weights is None),
+        ("the class names", labels is None and facts.needs_labels),
+        ("the architecture's name", facts.needs_architecture and not architecture),
+    ) if absent]
+    if missing:
+        st.caption(f"Give {' and '.join(missing)} to explain with your model.")
         return None
-    if mean is None or std is None:
+    if not own and (mean is None or std is None):
         return None
-    weights_data = received(weights, WEIGHTS_MB, "the weights file")
-    labels_data = received(labels, LABELS_MB, "the class names file")
+    weights_data = received(weights, WEIGHTS_MB, "the model file")
+    labels_data = None if labels is None else received(labels, LABELS_MB, "the class names file")
     return OwnModel(
-        architecture=None if architecture == RECOGNISE else architecture,
+        architecture=architecture,
         weights_name=weights.name,
         weights=weights_data,
         labels=labels_data,
-        files_digest=files_digest(weights.file_id, labels.file_id, weights_data, labels_data),
+        files_digest=files_digest(weights.file_id, labels.file_id if labels else "", weights_data, labels_data or b""),
+        source=source,
         activation=activation,
-        input_size=int(size),
+        input_size=size,
         mean=mean,
         std=std,
         grayscale=grayscale,
     )
+
+
+def architecture_choice(facts: core.ModelSource) -> str | None:
+    """The network's name: a menu of torchvision's (or recognised from the weights), typed for other libraries."""
+    if facts.name == "torchvision":
+        chosen = st.selectbox(
+            "Architecture",
+            [RECOGNISE, *core.custom_architectures()],
+            format_func=lambda name: "Recognise from the weights" if name == RECOGNISE else name,
+            key="own-architecture",
+            help="The torchvision architecture the weights were trained with; by default it is recognised from the "
+            "names and shapes of the weights (RegNets must be named).",
+        )
+        return None if chosen == RECOGNISE else chosen
+    if not facts.needs_architecture:
+        return None
+    typed = st.text_input(
+        "Architecture", key=f"own-architecture-{facts.name}", placeholder="e.g. resnet18",
+        help=f"The network's name as its library ({facts.name}) knows it.",
+    )
+    return typed.strip() or None
 
 
 def files_digest(weights_id: str, labels_id: str, weights: bytes, labels: bytes) -> str:

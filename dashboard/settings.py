@@ -30,29 +30,31 @@ class ImageInput:
 
 @dataclass(frozen=True)
 class OwnModel:
-    """A model the user brought: a torchvision architecture, its weights and labels, and how to feed it.
+    """A model the user brought: its source, its file, class names, and how to feed it.
 
-    Attributes mirror the arguments of ``gradcam_core.load_custom_model`` (``architecture`` ``None``: recognised
-    from the weights); ``weights_name`` is the uploaded file's name and ``files_digest`` a SHA-256 of the
-    weights and labels files (computed once per upload).
+    Attributes mirror ``gradcam_core.ModelRequest`` (``architecture`` ``None``: recognised or held by the file;
+    ``labels``, ``input_size``, ``mean`` and ``std`` ``None``: the model file's own); ``source`` is a key of
+    ``gradcam_core.SOURCES``, ``weights_name`` the uploaded file's name and ``files_digest`` a SHA-256 of the
+    uploaded files (computed once per upload).
     """
 
     architecture: str | None
     weights_name: str
     weights: bytes = field(repr=False)
-    labels: bytes = field(repr=False)
+    labels: bytes | None = field(repr=False)
     files_digest: str
+    source: str = "torchvision"
     activation: str = "softmax"
-    input_size: int = 224
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    input_size: int | None = 224
+    mean: tuple[float, ...] | None = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] | None = (0.229, 0.224, 0.225)
     grayscale: bool = False
 
     @property
     def key(self) -> str:
         """``"own-"`` and a hash of the files and options: same files and options, same key (and cached model)."""
-        options = (self.files_digest, self.architecture, self.activation, self.input_size, self.mean, self.std,
-                   self.grayscale)
+        options = (self.files_digest, self.source, self.architecture, self.activation, self.input_size, self.mean,
+                   self.std, self.grayscale)
         return f"own-{hashlib.sha256(repr(options).encode()).hexdigest()[:24]}"
 
 

@@ -72,6 +72,8 @@ class ModelSource:
         needs_architecture: The user must name the network (``False``: recognised, or held by the file).
         needs_labels: The user must give class names (``False``: the model file holds them, or they are optional).
         files: One sentence on the files a user needs.
+        own_preprocessing: The model file (or its library) says how to feed it: input size, mean and std
+            (the request's values override it).
     """
 
     name: str
@@ -81,6 +83,7 @@ class ModelSource:
     needs_architecture: bool
     needs_labels: bool
     files: str
+    own_preprocessing: bool = False
 
     def load(self, request: ModelRequest) -> LoadedModel:
         """The model of ``request`` from this source: ``SOURCES["torchvision"].load(ModelRequest(...))``."""

@@ -65,7 +65,7 @@ def _own_model(
     at.selectbox(key="own-architecture").set_value(architecture)
     at.number_input(key="own-size").set_value(64)
     at.radio(key="own-activation").set_value(activation)
-    at.file_uploader(key="own-weights").upload("chest.safetensors", weights)
+    at.file_uploader(key="own-weights-torchvision").upload("chest.safetensors", weights)
     at.file_uploader(key="own-labels").upload("labels.txt", labels).run()
     return at
 

@@ -61,7 +61,7 @@ def weights() -> bytes:
 def _own_model(at: AppTest, weights: bytes, name: str, labels: list[str]) -> AppTest:
     at.selectbox(key="model").set_value("own-model").run()
     at.number_input(key="own-size").set_value(64)
-    at.file_uploader(key="own-weights").upload(name, weights)
+    at.file_uploader(key="own-weights-torchvision").upload(name, weights)
     at.file_uploader(key="own-labels").upload("labels.txt", "\n".join(labels).encode()).run()
     return at
 
