@@ -200,20 +200,14 @@ def weighted_sum(result: Result, settings: Settings) -> None:
     rows, cols = steps.cam.shape
     scale, value_range = figures.signed_scale(float(steps.weighted_sum.min()), float(steps.weighted_sum.max()))
     height = int(np.clip(480 * rows / cols, 120, 420)) + figures.COLORBAR_ROOM
-    before, after = st.columns(2, gap="large")
-    with before:
-        st.markdown("**Before the ReLU** (red = positive, blue = negative)")
-        st.plotly_chart(
-            figures.grid_figure(steps.weighted_sum, height, "sum", scale, value_range),
-            config={"displayModeBar": False},
-            key="before-relu",
-        )
-    with after:
-        st.markdown("**After the ReLU**: the raw map, negative cells set to 0")
-        st.plotly_chart(
-            figures.grid_figure(steps.cam, height, "map", scale, value_range),
-            config={"displayModeBar": False},
-            key="after-relu",
+    panels = (
+        ("**Before the ReLU** (red = positive, blue = negative)", steps.weighted_sum, "sum", "before-relu"),
+        ("**After the ReLU**: the raw map, negative cells set to 0", steps.cam, "map", "after-relu"),
+    )
+    for column, (title, values, label, key) in zip(st.columns(2, gap="large"), panels):
+        column.markdown(title)
+        column.plotly_chart(
+            figures.grid_figure(values, height, label, scale, value_range), config={"displayModeBar": False}, key=key
         )
     negative = int((steps.weighted_sum < 0).sum())
     if negative:
