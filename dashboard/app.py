@@ -22,6 +22,8 @@ from dashboard.tabs import compare, explanation, gallery, teaching, trust
 
 logger = logging.getLogger(__name__)
 ICON = Path(__file__).resolve().parents[1] / "assets" / "icon.png"
+# Every tab, in order: a title and a ``render(page)``. A new tab is one module in dashboard/tabs and one line here
+# (a comment, not a docstring: Streamlit's magic would draw a bare string on the page).
 TABS = {
     "Explanation": explanation.render,
     "Compare": compare.render,
@@ -29,7 +31,6 @@ TABS = {
     "Gallery": gallery.render,
     "How it works": teaching.render,
 }
-"""Every tab, in order: a title and a ``render(page)``. A new tab is one module in ``dashboard/tabs`` and one line."""
 
 
 def main() -> None:

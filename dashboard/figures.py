@@ -77,17 +77,29 @@ def heatmap_figure(
     background: np.ndarray | None = None,
     opacity: float = 1.0,
 ) -> go.Figure:
-    """The heatmap as a hoverable grid (at most ``HOVER_SIDE`` cells long) with a colour bar.
+    """``heatmap_trace`` as a figure ``height`` pixels high, over the RGB picture ``background`` if given."""
+    trace = heatmap_trace(raw_map, size, colormap, label, scale, opacity)
+    traces = [trace] if background is None else [image_trace(background, size), trace]
+    return _frame(go.Figure(traces), size, height)
+
+
+def heatmap_trace(
+    raw_map: np.ndarray,
+    size: tuple[int, int],
+    colormap: str,
+    label: str,
+    scale: float | None = None,
+    opacity: float = 1.0,
+) -> go.Heatmap:
+    """The heatmap as a hoverable grid trace (at most ``HOVER_SIDE`` cells long) with a colour bar.
 
     Args:
         raw_map: (h, w) map at the layer's resolution, enlarged to the image.
         size: (width, height) of the original image; the axes are in its pixels.
         colormap: Colour map name (as used for the overlay).
-        height: Figure height in pixels.
         label: What the values measure, for the hover text and the colour bar.
         scale: ``None``: values divided by the map's maximum (0 to 1). Else raw values, colours running from 0
             to ``scale`` (a common scale makes several maps comparable; use the largest of their maxima).
-        background: An RGB picture drawn under the heatmap (the overlay), which is then ``opacity`` opaque.
         opacity: Opacity of the heatmap, 0 to 1.
     """
     width, full_height = size
@@ -123,8 +135,7 @@ def heatmap_figure(
             "outlinewidth": 0,
         },
     )
-    traces = [trace] if background is None else [image_trace(background, size), trace]
-    return _frame(go.Figure(traces), (width, full_height), height)
+    return trace
 
 
 def panels_figure(
@@ -142,20 +153,25 @@ def panels_figure(
     ``size`` (width, height). The heatmap and the overlay show the map's value on hover; ``scale`` as in
     ``heatmap_figure``.
     """
-    figure = make_subplots(rows=1, cols=3, horizontal_spacing=PANEL_GAP)
-    heat = heatmap_figure(raw_map, size, colormap, height, "evidence", scale).data[0]
+    heat = heatmap_trace(raw_map, size, colormap, "evidence", scale)
     heat.colorbar.update(len=0.3)  # under the middle panel only
-    hover = heatmap_figure(raw_map, size, colormap, height, "evidence", scale, opacity=0.0).data[0]
+    hover = heatmap_trace(raw_map, size, colormap, "evidence", scale, opacity=0.0)
     hover.update(showscale=False)  # the overlay's values, from an invisible grid over the blended picture
-    figure.add_trace(image_trace(image, size), row=1, col=1)
-    figure.add_trace(heat, row=1, col=2)
-    figure.add_trace(image_trace(blended, size), row=1, col=3)
-    figure.add_trace(hover, row=1, col=3)
-    _frame(figure, size, height)
+    panels = ((image_trace(image, size),), (heat,), (image_trace(blended, size), hover))
     width, image_height = size
-    figure.update_xaxes(visible=False, range=[0, width], constrain="domain", matches="x")
-    figure.update_yaxes(visible=False, range=[image_height, 0], constrain="domain", constraintoward="top",
-                        matches="y")
+    third = (1 - 2 * PANEL_GAP) / 3
+    layout: dict[str, object] = {}
+    for number, traces in enumerate(panels):
+        suffix = "" if number == 0 else str(number + 1)
+        for trace in traces:
+            trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+        start = number * (third + PANEL_GAP)
+        layout[f"xaxis{suffix}"] = {"domain": [start, start + third], "matches": None if number == 0 else "x"}
+        layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", "matches": None if number == 0 else "y"}
+    figure = _frame(go.Figure([trace for traces in panels for trace in traces]), size, height)
+    figure.update_layout(layout)
+    figure.update_xaxes(visible=False, range=[0, width], constrain="domain")
+    figure.update_yaxes(visible=False, range=[image_height, 0], constrain="domain", constraintoward="top")
     figure.update_layout(yaxis={"scaleanchor": "x"})
     return figure
 
@@ -394,7 +410,6 @@ def signed_overlay_figure(
         grid: ``(h, w)`` values, e.g. the weighted sum before the ReLU.
         value_range: ``(low, high)`` for ``signed_scale`` (share it to compare maps).
         size: ``(width, height)`` of the original image: the axes are in its pixels.
-        height: Figure height in pixels.
         label: What the values are, for the hover text.
     """
     figure = image_figure(rgb, size, height)

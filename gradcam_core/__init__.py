@@ -39,6 +39,7 @@ from .models import DEFAULT_MODEL, MODELS, LoadedModel, ModelStatus, available_m
 from .preprocess import Preprocessing, to_input
 from .render import COLORMAPS, colorize, gradient_magnitude, gradient_to_rgb, overlay
 from .report import build_report, weights_sha256
+from .objectives import BinaryLogit, ClassScore, Objective, RegionScore, WeightedClasses, predicted_mask
 from .targets import Prediction, resolve_class, top_predictions
 from .units import format_size
 from . import teaching
@@ -56,6 +57,12 @@ from .trust import (
 )
 
 __all__ = [
+    "BinaryLogit",
+    "ClassScore",
+    "Objective",
+    "RegionScore",
+    "WeightedClasses",
+    "predicted_mask",
     "SOURCES",
     "ModelRequest",
     "ModelSource",

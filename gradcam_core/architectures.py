@@ -29,6 +29,7 @@ __all__ = [
     "BuiltModel",
     "architecture_name",
     "build_model",
+    "check_keys",
     "custom_architectures",
     "default_layer",
     "matching_architectures",
@@ -138,7 +139,7 @@ def build_model(arch: str, state: dict[str, Tensor]) -> BuiltModel:
         warnings.simplefilter("ignore")
         model = torchvision.models.get_model(arch, weights=None, **kwargs)
     channels = _match_input_channels(model, state, arch)
-    _check_keys(model, state, arch)
+    check_keys(model, state, arch)
     try:
         model.load_state_dict(state, strict=True)
     except Exception as exc:
@@ -226,7 +227,7 @@ def _check_head_rank(arch: str, head: str, weight: Tensor) -> None:
     """Refuse a classifier weight with the wrong number of dimensions (e.g. a vector where a matrix belongs)."""
     want = _head_info(arch)[1]
     if weight.ndim == len(want):
-        return  # the number of outputs is free; _check_keys compares the other dimensions
+        return  # the number of outputs is free; check_keys compares the other dimensions
     shape = "×".join(map(str, weight.shape)) or "a single number"
     expected = "×".join(["N", *map(str, want[1:])])
     raise ModelError(
@@ -240,7 +241,7 @@ def _match_input_channels(model: nn.Module, state: dict[str, Tensor], arch: str)
     name, conv = _first_conv(model)
     weight = state.get(f"{name}.weight")
     if weight is None or weight.ndim != 4 or weight.shape[1] == conv.in_channels:
-        return conv.in_channels  # a missing key is reported by _check_keys
+        return conv.in_channels  # a missing key is reported by check_keys
     channels = int(weight.shape[1])
     if channels != 1:
         raise ModelError(
@@ -260,8 +261,15 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     return next((name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d))
 
 
-def _check_keys(model: nn.Module, state: dict[str, Tensor], arch: str) -> None:
-    """One sentence naming what does not fit: missing keys, unexpected keys, wrong shapes."""
+def check_keys(model: nn.Module, state: Mapping[str, Tensor], arch: str) -> None:
+    """Refuse ``state`` unless it has exactly ``model``'s keys and shapes (BatchNorm's counters may be missing).
+
+    Example: ``check_keys(resnet18, state, "resnet18")`` raises ``ModelError("The weights do not fit resnet18:
+    1 key of resnet18 missing (such as 'fc.bias'); check the architecture name.")``.
+
+    Raises:
+        ModelError: one sentence naming what does not fit: missing keys, unexpected keys, wrong shapes.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]

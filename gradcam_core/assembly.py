@@ -1,8 +1,9 @@
 """The last step of every model source: a built module, its classes and preprocessing become a ``LoadedModel``.
 
-Whatever the source (torchvision weights, timm, MONAI, ONNX, Hugging Face), the candidate layers, the default
-layer (the last feature map that is not a pooling, unless the source knows better), the activated layer of the
-methods with non-negative weights and the weights' digest are found here, by the same rules::
+Whatever the source (torchvision weights, timm, MONAI, ONNX, Hugging Face), the candidate layers, whether the
+model segments, the default layer (the last feature map that is not a pooling; for a segmentation model the
+deepest map that is not class scores; unless the source knows better), the activated layer of the methods
+with non-negative weights and the weights' digest are found here, by the same rules::
 
     loaded = assemble_model(model, categories, preprocessing, name="chest", title="resnet18 (chest.pt)",
                             weights=data)
@@ -15,11 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .errors import ModelError
-from .layers import LayerInfo, activated_layer, candidate_layers, last_feature_map
+from .layers import LayerInfo, activated_layer, candidate_layers, last_feature_map, segmentation_layer
 from .models import LoadedModel
+from .modes import eval_mode
+from .objectives import model_output
 from .preprocess import Preprocessing
 from .targets import check_activation
 
@@ -36,7 +39,7 @@ def assemble_model(
     weights: bytes | None = None,
     weights_file: Path | None = None,
     activation: str = "softmax",
-    default_layer: Callable[[Sequence[LayerInfo]], str] = last_feature_map,
+    default_layer: Callable[[Sequence[LayerInfo]], str] | None = None,
     subject: str = "The model",
 ) -> LoadedModel:
     """``model`` (built, weights loaded) ready to explain: layers probed once, defaults chosen, in eval mode.
@@ -52,7 +55,8 @@ def assemble_model(
         weights: The bytes the weights came from, hashed for the report.
         weights_file: Where they came from, when a path.
         activation: ``"softmax"`` or ``"sigmoid"``.
-        default_layer: Picks the default among the candidate layers (default: ``layers.last_feature_map``).
+        default_layer: Picks the default among the candidate layers (default: ``layers.last_feature_map``, or
+            ``layers.segmentation_layer`` for a model whose output is ``(N, C, H, W)``).
         subject: How messages name the model, e.g. ``"The resnet18 model"``.
 
     Raises:
@@ -70,8 +74,12 @@ def assemble_model(
         ) from exc
     if not layers:
         raise ModelError(f"{subject} has no spatial feature map to explain at input size {size}.")
-    layer = default_layer(layers)
     probe = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+    classes = _segmentation_classes(model, probe)
+    if default_layer is not None:
+        layer = default_layer(layers)
+    else:
+        layer = last_feature_map(layers) if classes is None else segmentation_layer(layers, classes)
     return LoadedModel(
         name=name,
         title=title,
@@ -84,4 +92,19 @@ def assemble_model(
         activation=activation,
         weights_sha256=None if weights is None else hashlib.sha256(weights).hexdigest(),
         activated_layer=activated_layer(model, layers, layer, probe),
+        segmentation=classes is not None,
     )
+
+
+def _segmentation_classes(model: nn.Module, probe: Tensor) -> int | None:
+    """The number of classes if ``model`` segments (its output is ``(N, C, H, W)``, see ``objectives``), else None.
+
+    An output the engine cannot read is left for :func:`gradcam_core.explain` to report.
+    """
+    with eval_mode(model), torch.no_grad():
+        output = model(probe)
+    try:
+        scores = model_output(output)
+    except ModelError:
+        return None
+    return int(scores.shape[1]) if scores.ndim == 4 else None

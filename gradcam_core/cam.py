@@ -1,4 +1,7 @@
-"""Grad-CAM computation: one forward pass and a partial backward from the class score to the target layer.
+"""Grad-CAM computation: one forward pass and a partial backward from the explained score to the target layer.
+
+The score is an objective of the model's output (:mod:`gradcam_core.objectives`): a class's logit by default,
+or a weighted combination of classes, a binary model's logit, a segmentation's class summed over a region.
 
 How it stays fast and free of side effects:
 
@@ -30,7 +33,8 @@ from .layers import probe_forward, resolve_layer
 from .layouts import Layout, LayoutTracker, from_map, to_map
 from .methods import CamInputs, get_method
 from .modes import eval_mode
-from .targets import Targets, check_activation, class_scores, probabilities, resolve_targets
+from .objectives import Objective, as_objective, model_output
+from .targets import Targets, check_activation
 
 __all__ = ["MASKED_BATCH_BYTES", "CamTrace", "compute_cam", "masked_batch_size", "trace_cam"]
 
@@ -51,9 +55,10 @@ class CamTrace:
     Shapes: N images, K channels, (h, w) the layer's spatial size, C classes.
 
     Attributes:
-        logits: ``(N, C)`` scores before softmax.
-        targets: ``(N,)`` class index explained for each image.
-        scores: ``(N,)`` y^c, the explained class score before softmax.
+        logits: ``(N, C)`` scores before softmax (``(N, C, H, W)`` for a segmentation model).
+        targets: ``(N,)`` class index explained for each image (the class the objective is about, see
+            ``Objective.classes``).
+        scores: ``(N,)`` y^c, the explained score before softmax: the objective's value.
         activations: ``(N, K, h, w)`` the layer's output A, as a channels-first map (a vision transformer's
             patch tokens on their grid, the class token left out).
         gradients: ``(N, K, h, w)`` dy^c/dA.
@@ -61,6 +66,7 @@ class CamTrace:
         weighted_sum: ``(N, h, w)`` sum_k weights_k * A^k, before the ReLU.
         cam: ``(N, h, w)`` ReLU of ``weighted_sum``: the raw map.
         method: registry name of the method.
+        objective: What was explained (``ClassScore`` for a class index).
     """
 
     logits: Tensor
@@ -72,13 +78,14 @@ class CamTrace:
     weighted_sum: Tensor
     cam: Tensor
     method: str
+    objective: Objective
 
 
 def compute_cam(
     model: nn.Module,
     inputs: Tensor,
     layer: str | nn.Module,
-    targets: Targets = None,
+    targets: Targets | Objective = None,
     method: str = "gradcam",
     *,
     progress: Progress | None = None,
@@ -90,17 +97,21 @@ def compute_cam(
     Example: ``compute_cam(model, x, "layer4", targets=281, method="gradcam++")  # (N, 7, 7)``.
 
     Args:
-        model: A classifier returning logits ``(N, C)``.
+        model: A classifier returning logits ``(N, C)``, or a segmentation model returning ``(N, C, H, W)``
+            (or a dict whose ``"out"`` is that, as torchvision's).
         inputs: Preprocessed batch ``(N, 3, H, W)``.
         layer: Target layer, as a dotted module name or the module itself.
-        targets: One class index per image (an int applies to all); ``None`` explains the top-1 class.
+        targets: One class index per image (an int applies to all; for a segmentation, the class's predicted
+            region), or an :class:`~gradcam_core.objectives.Objective`; ``None`` explains the default
+            (``objectives.default_objective``: the top-1 class, a single logit, or the top class's region).
         method: A name from :data:`gradcam_core.methods.METHODS`.
         progress: Called as ``progress(done, total)`` by methods that run many forward passes; an exception
             it raises stops the computation cleanly (that is how a caller cancels).
         batch_size: Masked inputs per forward pass for such methods; ``None`` picks it for the model (see
             :func:`masked_batch_size`).
         activation: How the model's logits become probabilities, for methods that score masked inputs
-            (Score-CAM): ``"softmax"`` (single-label) or ``"sigmoid"`` (multi-label).
+            (Score-CAM, which reads ``Objective.probability``): ``"softmax"`` (single-label) or ``"sigmoid"``
+            (multi-label).
 
     Returns:
         ``(N, h, w)`` float tensor, detached.
@@ -108,8 +119,10 @@ def compute_cam(
     Raises:
         LayerError: the layer is unknown, unused, called more than once, not a feature map (4-D, or a vision
             transformer's tokens) or cannot change the class score.
-        TargetError: a class index is out of range or the number of targets does not match the batch.
-        ModelError: the activation is neither softmax nor sigmoid, or the model does not return class scores.
+        TargetError: a class index is out of range, the number of targets does not match the batch, or the
+            objective does not fit the output (a binary logit of a multi-class model, an empty region...).
+        ModelError: the activation is neither softmax nor sigmoid, or the model's output does not fit the
+            objective (class scores, or a segmentation for a region).
         MethodError: the method is not registered.
     """
     return trace_cam(
@@ -121,7 +134,7 @@ def trace_cam(
     model: nn.Module,
     inputs: Tensor,
     layer: str | nn.Module,
-    targets: Targets = None,
+    targets: Targets | Objective = None,
     method: str = "gradcam",
     *,
     progress: Progress | None = None,
@@ -143,9 +156,10 @@ def trace_cam(
         capture = _LayerCapture(model, module, layer_name)
         try:
             with torch.no_grad():
-                logits = class_scores(model(inputs))
-                target_idx = resolve_targets(targets, logits.detach())
-                scores = logits.gather(1, target_idx[:, None]).squeeze(1)
+                output = model(inputs)
+                objective = as_objective(targets, output, activation)
+                scores = objective(output)
+                logits = model_output(output)
         finally:
             capture.remove()
         activations = capture.activation(scores)
@@ -155,13 +169,13 @@ def trace_cam(
         activations = activations.detach()
 
         def masked_scores(maps: Tensor) -> Tensor:
-            return _masked_scores(model, inputs, target_idx, maps, batch_size, progress, activation)
+            return _masked_scores(model, inputs, objective, maps, batch_size, progress, activation)
 
         weights = cam_method.weights(CamInputs(activations, gradients, masked_scores))
     weighted_sum = (weights * activations).sum(dim=1)
     return CamTrace(
         logits=logits.detach(),
-        targets=target_idx,
+        targets=objective.classes(inputs.shape[0]).to(scores.device),
         scores=scores.detach(),
         activations=activations,
         gradients=gradients,
@@ -169,6 +183,7 @@ def trace_cam(
         weighted_sum=weighted_sum,
         cam=torch.relu(weighted_sum),
         method=cam_method.name,
+        objective=objective,
     )
 
 
@@ -192,13 +207,14 @@ def masked_batch_size(model: nn.Module, inputs: Tensor) -> int:
 def _masked_scores(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    objective: Objective,
     maps: Tensor,
     batch_size: int,
     progress: Progress | None,
     activation: str,
 ) -> Tensor:
-    """Target-class probabilities (softmax or sigmoid) of ``inputs[n] * mask`` for every map of every image (Score-CAM).
+    """The objective's probability (``Objective.probability``: for a class, its softmax or sigmoid probability)
+    of ``inputs[n] * mask`` for every map of every image (Score-CAM).
 
     Each map is upsampled bilinearly to the input size and min-max scaled to [0, 1]. A constant map has no
     region to show and scores 0 without a forward pass, as in the Score-CAM authors' code. Masks are made
@@ -212,13 +228,14 @@ def _masked_scores(
     total, done = sum(len(channels) for channels in informative), 0
     with torch.no_grad():
         for n, channels in enumerate(informative):
+            own = objective.for_image(n)
             for start in range(0, len(channels), batch_size):
                 chunk = channels[start : start + batch_size]
                 masks = torch.nn.functional.interpolate(maps[n, chunk, None], size=size, mode="bilinear")
                 low = masks.amin(dim=(2, 3), keepdim=True)
                 span = (masks.amax(dim=(2, 3), keepdim=True) - low).clamp_min(torch.finfo(masks.dtype).tiny)
-                logits = model(inputs[n : n + 1] * ((masks - low) / span))
-                scores[n, chunk] = probabilities(logits, activation)[:, targets[n]].to(scores.dtype)
+                output = model(inputs[n : n + 1] * ((masks - low) / span))
+                scores[n, chunk] = own.probability(output, activation).to(scores.dtype)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)

@@ -6,6 +6,7 @@ Usage::
     gradcam IMAGE... --out DIR --weights FILE --labels FILE [--source NAME] [--architecture NAME] [--activation sigmoid]
     gradcam --list-models
     gradcam --list-layers MODEL
+    gradcam audit SOURCE --out DIR [--model NAME | --weights FILE ...] [--target true|predicted|CLASS] [--group COL]
 
 A folder stands for the image files directly inside it (``formats.UPLOAD_SUFFIXES``: PNG, JPEG, WebP, BMP,
 TIFF, DICOM), in name order.
@@ -19,6 +20,7 @@ Exit status: 0 when every image was explained, 1 when some image failed (the oth
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Example: ``main(["cat.jpg", "--out", "maps"])  # 0: maps/cat_overlay.png and summary.json written``.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["audit"]:  # a file named "audit" is given as ./audit
+        return _audit(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     listing = args.list_models or args.list_layers is not None
@@ -233,6 +238,101 @@ def _load(args: argparse.Namespace) -> LoadedModel:
         grayscale=args.grayscale,
     )
     return load_user_model(args.source or "torchvision", request)
+
+
+def _audit_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradcam audit",
+        allow_abbrev=False,
+        description="Audit a data set: explain every image on Ray Data, find the model's strategies per class "
+        "(SpRAy) and flag possible shortcuts; resumable. The model is chosen as for gradcam: --model NAME, or "
+        "--weights FILE --labels FILE [--source ...].",
+    )
+    parser.add_argument("source", type=Path, metavar="SOURCE",
+                        help="a folder (class sub-folders give the labels), a CSV/Parquet manifest, or DICOM files")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="audit folder (continued if present)")
+    parser.add_argument("--layer", metavar="DOTTED", help="target layer (default: the model's default layer)")
+    parser.add_argument("--method", choices=list(METHODS), default="gradcam", help="CAM method (default: gradcam)")
+    parser.add_argument("--target", default="predicted", metavar="RULE",
+                        help="true (the label), predicted (default) or a class name or index")
+    parser.add_argument("--path-column", default="path", help="manifest column of image paths (default: path)")
+    parser.add_argument("--label-column", default="label", help="manifest column of true labels (default: label)")
+    parser.add_argument("--group", action="append", metavar="COLUMN",
+                        help="manifest column to compare groups by, repeatable (default: every other column)")
+    parser.add_argument("--region", action="append", default=[], metavar="NAME=X0,Y0,X1,Y1",
+                        help="record each map's heat share in this box (fractions of the image), repeatable")
+    parser.add_argument("--object", metavar="X0,Y0,X1,Y1", help="where the object is: flag clusters hot outside it")
+    parser.add_argument("--workers", type=int, default=1, help="explaining Ray actors, one model each (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per batch and per part (default: 16)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when the cluster has GPUs")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="an existing Ray cluster (default: RAY_ADDRESS, else Ray starts locally)")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar even if stderr is no terminal")
+    return parser
+
+
+def _audit(argv: list[str]) -> int:
+    """``gradcam audit SOURCE --out DIR``: run the audit pipeline, then SpRAy and the group statistics.
+
+    Model options are those of the main command (parsed by its own parser, then loaded by ``_load`` in every Ray
+    actor). Exit status: 0, 1 when some file was bad (listed in failed.csv), 2 for a usage or settings error,
+    130 when interrupted (run the same command again to continue).
+    """
+    from .audit_report import analyse_audit
+    from .audit_run import AuditSettings, run_audit
+    from .audit_source import read_source
+    from .heat import parse_region
+
+    args, rest = _audit_parser().parse_known_args(argv)
+    model_parser = _parser()
+    model_args = model_parser.parse_args(rest)
+    if model_args.images or model_args.list_models or model_args.list_layers is not None:
+        model_parser.error(f"gradcam audit takes one SOURCE; unrecognized arguments: {' '.join(rest)}")
+    _check_custom_flags(model_parser, model_args)
+    bar: list[_Progress] = []
+
+    def progress(done: int, total: int, rate: float) -> None:
+        if not bar:
+            bar.append(_Progress(total, enabled=args.progress or sys.stderr.isatty()))
+        bar[0].total = total
+        bar[0].update(done, f"{rate:.1f} images/s")
+
+    try:
+        source = read_source(args.source, path_column=args.path_column, label_column=args.label_column,
+                             group_columns=args.group)
+        settings = AuditSettings(
+            model=functools.partial(_load, model_args), layer=args.layer, method=args.method, target=args.target,
+            regions=tuple(parse_region(text) for text in args.region), workers=args.workers,
+            batch_size=args.batch_size, device=args.device,
+        )
+        object_box = parse_region(f"object={args.object}") if args.object else None
+        run = run_audit(source, args.out, settings, progress=progress, ray_address=args.ray_address)
+        if bar:
+            bar[0].close()
+        audit = analyse_audit(args.out, object_box=object_box)
+    except KeyboardInterrupt:
+        if bar:
+            bar[0].clear()
+        print("interrupted: the images explained so far are kept; run the same command again to continue.",
+              file=sys.stderr)
+        return 130
+    except GradCamError as exc:
+        if bar:
+            bar[0].clear()
+        print(f"error: {_printable(exc)}", file=sys.stderr)
+        return 2
+    for path, reason in audit.failed.itertuples(index=False):
+        print(f"error: {_printable(path)}: {_printable(reason)}", file=sys.stderr)
+    flagged = audit.flagged()
+    print(
+        f"{run.explained} images explained, {run.skipped} already done, {len(audit.failed)} bad files "
+        f"({run.images_per_second:.1f} images/s); {len(flagged)} of {len(audit.clusters)} clusters flagged as "
+        f"possible shortcuts; results in {_printable(args.out)}"
+    )
+    for cluster in flagged:
+        print(f"  {_printable(cluster.target)} cluster {cluster.index}: {cluster.size} images, "
+              f"{', '.join(cluster.flags)}")
+    return 1 if len(audit.failed) else 0
 
 
 def _list_models() -> None:

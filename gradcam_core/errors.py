@@ -12,6 +12,7 @@ Every error the engine raises on purpose is a :class:`GradCamError`; all but the
 from __future__ import annotations
 
 __all__ = [
+    "AuditError",
     "GradCamError",
     "ImageError",
     "LayerError",
@@ -21,6 +22,7 @@ __all__ = [
     "RenderError",
     "TargetError",
     "TrustCheckError",
+    "VolumeError",
 ]
 
 
@@ -58,3 +60,11 @@ class RenderError(GradCamError, ValueError):
 
 class TrustCheckError(GradCamError, ValueError):
     """A trust check got inputs it cannot measure (wrong shapes, an empty region, a map without heat)."""
+
+
+class AuditError(GradCamError, ValueError):
+    """An audit's source, settings or output folder cannot be used (no images, a manifest without paths...)."""
+
+
+class VolumeError(GradCamError, ValueError):
+    """A 3-D scan (NIfTI, DICOM series, enhanced DICOM, ``.npy``) or its heatmap cannot be read or written safely."""

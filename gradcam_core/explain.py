@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import cv2
 import numpy as np
 from PIL import Image
+from torch import Tensor
 
 from .cam import CamTrace, Progress, trace_cam
 from .imaging import load_image
 from .models import LoadedModel, shared_model
 from .preprocess import to_input
-from .targets import Prediction, probabilities, resolve_class, top_predictions
+from .objectives import Objective, RegionScore, class_probabilities
+from .targets import Prediction, ranked_predictions, resolve_class, top_predictions
 
 __all__ = ["Explanation", "ExplanationSummary", "explain", "heatmap_from_map"]
 
@@ -34,13 +36,19 @@ class ExplanationSummary:
     Attributes:
         raw_map: ``(h, w)`` float32 map at the layer's resolution, after ReLU, before normalisation.
         strength: Maximum of ``raw_map``: how strong the evidence is, in the layer's units.
-        predictions: Top-k classes with probabilities (softmax, or sigmoid for a multi-label model).
-        target: The class explained.
-        score: Its score before softmax (y^c).
+        predictions: Top-k classes with probabilities (softmax, or sigmoid for a multi-label model; for a
+            segmentation model, each class's probability averaged over the pixels).
+        target: What was explained, as a prediction: for a class, the class and its probability; for another
+            objective its ``label`` (``"effusion + nodule"``, ``"not pneumonia"``, ``"tumour (region)"``), the
+            class it is about (``Objective.classes``) and its ``probability`` (see :mod:`.objectives`).
+        score: Its score before softmax (y^c, the objective's value).
         model: Registry name of the model.
         layer: Dotted name of the target layer.
         method: Registry name of the CAM method.
         input_size: ``(height, width)`` of the tensor the model saw (the whole image, resized).
+        segmentation: For a segmentation model, the ``(H, W)`` int16 class the model gives each pixel (its
+            arg-max), at the output's size (the input's, for most models): resize it with nearest neighbours.
+        region: For a region objective, the ``(H, W)`` bool region whose score was explained, at the same size.
     """
 
     raw_map: np.ndarray
@@ -52,6 +60,8 @@ class ExplanationSummary:
     layer: str
     method: str
     input_size: tuple[int, int]
+    segmentation: np.ndarray | None = field(default=None, kw_only=True)
+    region: np.ndarray | None = field(default=None, kw_only=True)
 
     def heatmap_at(self, shape: tuple[int, ...]) -> np.ndarray:
         """The heatmap (float32 in [0, 1]) at the height and width of ``shape``; at the picture's size it equals
@@ -91,14 +101,14 @@ def explain(
     image: ImageSource,
     model: LoadedModel | str | None = None,
     layer: str | None = None,
-    target: int | str | None = None,
+    target: int | str | Objective | None = None,
     method: str = "gradcam",
     *,
     top_k: int = 5,
     keep_trace: bool = False,
     progress: Progress | None = None,
 ) -> Explanation:
-    """Explain why ``model`` classifies ``image`` as ``target``.
+    """Explain why ``model`` classifies ``image`` as ``target`` (or segments a region as it).
 
     Example: ``explain("cat.jpg", target="tabby", method="gradcam++").heatmap  # (H, W) in [0, 1]``.
 
@@ -107,7 +117,9 @@ def explain(
         model: What ``load_model`` returned, or a registry name (loaded once and reused); default: built-in.
         layer: Dotted name of the target layer; default: the model's default layer for ``method``
             (``LoadedModel.default_layer_for``).
-        target: Class index or case-insensitive class name; default: the top-1 prediction.
+        target: Class index or case-insensitive class name (for a segmentation model, that class's predicted
+            region), or an objective (:mod:`gradcam_core.objectives`); default: the top-1 prediction (a
+            single-logit model's logit; a segmentation's top class over its predicted region).
         method: CAM method name.
         top_k: Number of predictions to report.
         keep_trace: Also return every intermediate (activations, gradients, weights, pre-ReLU map).
@@ -120,30 +132,41 @@ def explain(
     loaded = model if isinstance(model, LoadedModel) else shared_model(model)
     picture = load_image(image)
     inputs = to_input(picture, loaded.preprocessing)
-    class_index = None if target is None else resolve_class(target, loaded.categories)
+    if target is not None and not isinstance(target, Objective):
+        target = resolve_class(target, loaded.categories)
     layer_name = layer or loaded.default_layer_for(method)
     trace = trace_cam(
-        loaded.model, inputs, layer_name, class_index, method, progress=progress, activation=loaded.activation
+        loaded.model, inputs, layer_name, target, method, progress=progress, activation=loaded.activation
     )
     raw_map = trace.cam[0].numpy().astype(np.float32)
-    logits = trace.logits[0]
-    predictions = top_predictions(logits, loaded.categories, k=top_k, activation=loaded.activation)
-    target_index = int(trace.targets[0])
-    target_probability = float(probabilities(logits, loaded.activation)[target_index])
+    objective, output = trace.objective.for_image(0), trace.logits[:1]
     return Explanation(
         image=picture,
         heatmap=heatmap_from_map(raw_map, (picture.height, picture.width)),
         raw_map=raw_map,
         strength=float(raw_map.max(initial=0.0)),
-        predictions=predictions,
-        target=Prediction(target_index, loaded.categories[target_index], target_probability),
+        predictions=_predictions(output, loaded, top_k),
+        target=Prediction(
+            int(trace.targets[0]),
+            objective.label(loaded.categories),
+            float(objective.probability(output, loaded.activation)[0]),
+        ),
         score=float(trace.scores[0]),
         model=loaded.name,
         layer=layer_name,
         method=trace.method,
         input_size=(inputs.shape[2], inputs.shape[3]),
+        segmentation=output[0].argmax(dim=0).numpy().astype(np.int16) if output.ndim == 4 else None,
+        region=objective.region(output.shape[2:])[0].numpy() if isinstance(objective, RegionScore) else None,
         trace=trace if keep_trace else None,
     )
+
+
+def _predictions(output: Tensor, loaded: LoadedModel, top_k: int) -> tuple[Prediction, ...]:
+    """Top-k classes of one image's output ``(1, C)`` or ``(1, C, H, W)`` (see ``class_probabilities``)."""
+    if output.ndim == 2 and output.shape[1] > 1:
+        return top_predictions(output[0], loaded.categories, k=top_k, activation=loaded.activation)
+    return ranked_predictions(class_probabilities(output, loaded.activation)[0], loaded.categories, top_k)
 
 
 def heatmap_from_map(raw_map: np.ndarray, size: tuple[int, int], scale: float | None = None) -> np.ndarray:

@@ -14,7 +14,15 @@ from .hooks import forward_hook, forward_pre_hook
 from .layouts import Layout, LayoutTracker, to_map
 from .modes import eval_mode
 
-__all__ = ["LayerInfo", "activated_layer", "candidate_layers", "last_feature_map", "probe_forward", "resolve_layer"]
+__all__ = [
+    "LayerInfo",
+    "activated_layer",
+    "candidate_layers",
+    "last_feature_map",
+    "probe_forward",
+    "resolve_layer",
+    "segmentation_layer",
+]
 
 NEGATIVE_SHARE = 0.1
 """Largest share of negative mass (sum of |negative values| / sum of |values|) of an activated layer's output:
@@ -174,6 +182,20 @@ def last_feature_map(layers: Sequence[LayerInfo]) -> str:
     """The last candidate layer that is not a pooling: ``last_feature_map(candidate_layers(model))  # "layer4"``."""
     unpooled = [info.name for info in layers if "Pool" not in info.kind]
     return (unpooled or [info.name for info in layers])[-1]
+
+
+def segmentation_layer(layers: Sequence[LayerInfo], classes: int) -> str:
+    """A segmentation model's default: the last candidate at the smallest spatial size (the deepest encoder or
+    backbone map, or its head's hidden map) that is not a map of class scores (``classes`` channels).
+
+    The last feature map of a segmentation network is its class scores, or is followed by a single convolution
+    to them: its Grad-CAM only redraws the score map. The deepest map is what the network saw to decide.
+    Example: ``segmentation_layer(candidate_layers(fcn), 3)  # "classifier.2"`` (FCN's head, before its 1×1 conv).
+    """
+    smallest = min(info.shape[1] * info.shape[2] for info in layers)
+    deepest = [info.name for info in layers if info.shape[1] * info.shape[2] == smallest]
+    hidden = [info.name for info in layers if info.name in deepest and info.shape[0] != classes]
+    return (hidden or deepest)[-1]
 
 
 def activated_layer(model: nn.Module, layers: Sequence[LayerInfo], default: str, probe: Tensor) -> str:

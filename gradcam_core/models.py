@@ -51,6 +51,8 @@ class LoadedModel:
         activated_layer: The default layer of methods with non-negative weights: ``default_layer`` or the first
             later map that comes out of an activation function (``layers.activated_layer``); ``None``: the same
             as ``default_layer``.
+        segmentation: Whether the model segments: its output (or a dict's ``"out"``) holds one score per class
+            and pixel, ``(N, C, H, W)``; then a target is a class over a region (``objectives.RegionScore``).
     """
 
     name: str
@@ -64,6 +66,7 @@ class LoadedModel:
     activation: str = "softmax"
     weights_sha256: str | None = None
     activated_layer: str | None = None
+    segmentation: bool = False
 
     def default_layer_for(self, method: str) -> str:
         """The layer ``method`` explains by default: ``default_layer``, or for a method with non-negative

@@ -103,6 +103,46 @@ SOURCES = MappingProxyType({
             files="A state dict (.safetensors, or .pt/.pth saved with torch.save) and a class names file; "
             "the architecture is recognised from the weights.",
         ),
+        ModelSource(
+            name="onnx",
+            title="ONNX model file",
+            module="source_onnx",
+            suffixes=(".onnx",),
+            needs_architecture=False,
+            needs_labels=True,
+            files="A single self-contained .onnx file (standard operators, no external data) and a class names file.",
+        ),
+        ModelSource(
+            name="timm",
+            title="timm network + your weights",
+            module="source_timm",
+            suffixes=(".safetensors", ".pt", ".pth"),
+            needs_architecture=True,
+            needs_labels=False,
+            files="A state dict (.safetensors, or .pt/.pth saved with torch.save) of a timm architecture you name, "
+            "and optionally a class names file (else the classes are called class 0, class 1, ...).",
+        ),
+        ModelSource(
+            name="huggingface",
+            title="Hugging Face image classifier (folder or zip)",
+            module="source_huggingface",
+            suffixes=(".zip",),
+            needs_architecture=False,
+            needs_labels=False,
+            files="A folder saved with save_pretrained, or a zip of it: config.json (class names from id2label), "
+            "model.safetensors and preprocessor_config.json.",
+            own_preprocessing=True,
+        ),
+        ModelSource(
+            name="monai",
+            title="MONAI network + your weights, or a MONAI bundle",
+            module="source_monai",
+            suffixes=(".safetensors", ".pt", ".pth", ".zip"),
+            needs_architecture=True,
+            needs_labels=True,
+            files="A state dict (.safetensors, or .pt/.pth) of a 2-D monai.networks.nets classifier you name and a "
+            "class names file; or a MONAI bundle (folder or zip) whose configs/inference.json holds plain values.",
+        ),
     )
 })
 """Every model source by name, in the order they are offered."""

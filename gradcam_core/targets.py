@@ -18,6 +18,7 @@ __all__ = [
     "check_activation",
     "class_scores",
     "probabilities",
+    "ranked_predictions",
     "resolve_class",
     "resolve_targets",
     "top_predictions",
@@ -127,7 +128,14 @@ def top_predictions(
 
     Example: ``top_predictions(trace.logits[0], model.categories, k=3)``.
     """
-    probs = probabilities(logits, activation)
+    return ranked_predictions(probabilities(logits, activation), categories, k)
+
+
+def ranked_predictions(probs: Tensor, categories: Sequence[str], k: int = 5) -> tuple[Prediction, ...]:
+    """The ``k`` most probable classes of one image's probabilities ``(C,)``, most probable first.
+
+    Example: ``ranked_predictions(torch.tensor([0.2, 0.8]), ("cat", "dog"), k=1)  # (Prediction(1, "dog", 0.8),)``.
+    """
     values, indices = probs.topk(min(k, probs.numel()))
     return tuple(
         Prediction(int(i), categories[int(i)], float(p)) for p, i in zip(values.tolist(), indices.tolist())

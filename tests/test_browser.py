@@ -207,7 +207,7 @@ def test_own_model_above_the_image_limit_is_recognised(page, tmp_path) -> None:
     labels.write_text("normal\npneumonia\neffusion\ncardiomegaly\n", encoding="utf-8")
     assert weights.stat().st_size > 25 * 2**20
     _pick(page, "Neural network", "Your own model")
-    page.get_by_text("Upload the weights and the class names").wait_for()
+    page.get_by_text("Give the model file and the class names").wait_for()
     uploaders = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
     uploaders.nth(1).set_input_files(str(weights))
     uploaders.nth(2).set_input_files(str(labels))

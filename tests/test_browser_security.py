@@ -124,7 +124,7 @@ def test_hostile_labels_never_become_links_or_fetches(browser, watched, tmp_path
     page.get_by_text("Grad-CAM heatmap", exact=True).wait_for()
     page.locator('[data-testid="stSidebar"]').get_by_role("combobox", name="Neural network", exact=True).click()
     page.get_by_role("option").filter(has_text="Your own model").first.click()
-    page.get_by_text("Upload the weights and the class names").wait_for()
+    page.get_by_text("Give the model file and the class names").wait_for()
     uploaders = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
     uploaders.nth(1).set_input_files(str(weights))
     uploaders.nth(2).set_input_files(str(labels))

@@ -90,3 +90,10 @@ def test_the_readme_layout_lists_every_module() -> None:
     missing = [str(path.relative_to(ROOT)) for path in _python_files("gradcam_core", "dashboard")
                if path.name != "__init__.py" and f"`{path.relative_to(ROOT)}`" not in readme]
     assert not missing, f"README's layout does not mention {missing}"
+
+
+def test_the_app_script_has_no_bare_string_that_streamlit_would_draw() -> None:
+    tree = ast.parse((ROOT / "dashboard" / "app.py").read_text())
+    bare = [node.lineno for node in tree.body[1:]  # the module docstring is not drawn
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)]
+    assert not bare, f"Streamlit's magic would write the strings on lines {bare} onto the page"

@@ -1,0 +1,181 @@
+"""The audit end to end on Ray: sources, the watermark shortcut found by SpRAy, bad files, resume, exact maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradcam_core import explain
+from gradcam_core.audit_report import IMAGES, analyse_audit, open_audit, read_images
+from gradcam_core.audit_run import AuditSettings, build_model, run_audit
+from gradcam_core.audit_source import read_source
+from gradcam_core.errors import AuditError
+from gradcam_core.heat import Region
+
+from .audit_data import watermark_model_factory, write_dataset
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[Path]]]:
+    root = tmp_path_factory.mktemp("watermark") / "data"
+    return root, write_dataset(root)
+
+
+def _settings(**changes: object) -> AuditSettings:
+    values = {"target": "true", "batch_size": 6, "regions": (Region("tag", 0.0, 0.0, 0.2, 0.2),), **changes}
+    return AuditSettings(model=watermark_model_factory(), **values)
+
+
+@pytest.fixture(scope="module")
+def full_audit(local_ray, dataset, tmp_path_factory):
+    root, _ = dataset
+    out = tmp_path_factory.mktemp("audit") / "out"
+    run = run_audit(read_source(root), out, _settings())
+    return run, analyse_audit(out)
+
+
+def test_image_folder_labels(dataset) -> None:
+    root, kinds = dataset
+    source = read_source(root)
+    assert len(source.rows) == 24 and source.description.startswith("ImageFolder")
+    labels = {Path(row.path): row.label for row in source.rows}
+    assert {labels[p] for p in kinds["watermarked"] + kinds["clean_horse"]} == {"horse"}
+    assert {labels[p] for p in kinds["control"]} == {"control"}
+
+
+def test_the_watermark_shortcut_is_found_and_the_clean_control_is_not_flagged(full_audit, dataset) -> None:
+    run, audit = full_audit
+    _, kinds = dataset
+    assert (run.explained, run.failed, run.skipped) == (24, 0, 0)
+    assert audit.images["correct"].all()
+    position = {Path(p): i for i, p in enumerate(audit.images["path"])}
+    marked = {position[p] for p in kinds["watermarked"]}
+    flagged = audit.flagged()
+    assert len(flagged) == 1
+    shortcut = flagged[0]
+    assert shortcut.target == "horse" and set(shortcut.members) == marked
+    assert "corner:top_left" in shortcut.flags and shortcut.corner_share > 0.5
+    hot = np.unravel_index(np.argmax(shortcut.mean_map), shortcut.mean_map.shape)
+    assert hot[0] < 4 and hot[1] < 4  # the watermark's corner (10 of 64 pixels)
+    assert not any(c.flags for c in audit.clusters if c.target == "control")
+    clean = {position[p] for p in kinds["clean_horse"]}
+    assert any(set(c.members) == clean and not c.flags for c in audit.clusters if c.target == "horse")
+    assert audit.images.loc[sorted(marked), "region_tag"].min() > 0.5
+    assert audit.images.loc[sorted(marked), "flagged"].all() and not audit.images.loc[sorted(clean), "flagged"].any()
+    reopened = open_audit(audit.folder)
+    assert [(c.target, c.index, c.members, c.flags) for c in reopened.clusters] == [
+        (c.target, c.index, c.members, c.flags) for c in audit.clusters
+    ]
+    assert reopened.thumbnail(0).size == (64, 64)
+    assert set(reopened.groups["value"]) == {"horse", "control"}
+
+
+def test_each_map_equals_explain(full_audit, dataset) -> None:
+    _, audit = full_audit
+    _, kinds = dataset
+    loaded = build_model(watermark_model_factory())
+    rows = audit.images.set_index("path")
+    for path in kinds["watermarked"][:2] + kinds["control"][:2]:
+        row = rows.loc[str(path)]
+        expected = explain(str(path), loaded, target=row["target"])
+        np.testing.assert_allclose(row["map"], expected.raw_map, rtol=1e-5, atol=1e-5)
+        assert row["prediction"] == expected.predictions[0].label
+        assert row["probability"] == pytest.approx(expected.predictions[0].probability, abs=1e-5)
+
+
+def test_manifest_with_groups_and_bad_files(local_ray, dataset, tmp_path: Path) -> None:
+    root, kinds = dataset
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    lines = ["path,label,site"]
+    horses = kinds["watermarked"][:2] + kinds["clean_horse"][:2]
+    lines += [f"{p},horse,{'A' if i % 2 else 'B'}" for i, p in enumerate(horses)]
+    lines += [f"{kinds['control'][0]},control,A", "broken.png,horse,B", "missing.png,control,A", ",horse,A"]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    source = read_source(tmp_path / "manifest.csv")
+    assert source.group_columns == ("site",) and len(source.rows) == 7 and len(source.bad) == 1
+    out = tmp_path / "out"
+    run = run_audit(source, out, _settings(target="predicted"))
+    assert (run.explained, run.failed) == (5, 3)
+    audit = analyse_audit(out)
+    reasons = dict(zip(audit.failed["path"].map(lambda p: Path(p).name), audit.failed["error"]))
+    assert "corrupt" in reasons["broken.png"] and "missing.png" in reasons
+    assert reasons["manifest.csv:9"] == "The manifest row has no image path."
+    assert set(audit.images["site"]) == {"A", "B"}
+    sites = audit.groups[audit.groups["column"] == "site"].set_index("value")
+    assert sites.loc["A", "images"] + sites.loc["B", "images"] == 5 and sites["accuracy"].eq(1.0).all()
+    assert (out / "groups.csv").read_text().startswith('"column","value"')
+
+
+def test_resume_after_an_interruption_explains_nothing_twice(local_ray, dataset, full_audit, tmp_path: Path) -> None:
+    root, _ = dataset
+    out = tmp_path / "out"
+
+    def stop(done: int, total: int, rate: float) -> None:
+        if done >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(read_source(root), out, _settings(), progress=stop)
+    first = len(read_images(out))
+    assert 6 <= first < 24
+    second = run_audit(read_source(root), out, _settings())
+    assert second.explained == 24 - first and second.skipped == first
+    parts = sorted((out / IMAGES).glob("part-*.parquet"))
+    parts[0].unlink()
+    third = run_audit(read_source(root), out, _settings())
+    assert third.explained == 6 and third.skipped == 18  # only the deleted part's images again
+    final = read_images(out).set_index("path").sort_index()
+    reference = full_audit[1].images.set_index("path").sort_index()
+    assert list(final.index) == list(reference.index) and final.index.is_unique
+    assert (final["sha256"] == reference["sha256"]).all() and (final["prediction"] == reference["prediction"]).all()
+    for path in final.index:
+        np.testing.assert_allclose(final.loc[path, "map"], reference.loc[path, "map"], rtol=1e-5, atol=1e-6)
+
+
+def test_other_settings_in_the_same_folder_are_refused(local_ray, dataset, full_audit) -> None:
+    _, audit = full_audit
+    with pytest.raises(AuditError, match="other settings"):
+        run_audit(read_source(dataset[0]), audit.folder, _settings(target="predicted"))
+
+
+def test_the_command_line_audits_and_continues(local_ray, dataset, tmp_path: Path, capsys) -> None:
+    from gradcam_core.cli import main
+
+    out = tmp_path / "out"
+    sources = [str(dataset[0]), "--out", str(out), "--model", "no_such_model"]
+    assert main(["audit", *sources]) == 2
+    assert "Unknown model" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_command_line_with_the_built_in_model(local_ray, dataset, tmp_path: Path, capsys) -> None:
+    from gradcam_core.cli import main
+
+    root, kinds = dataset
+    folder = tmp_path / "few"
+    (folder / "tabby").mkdir(parents=True)
+    for path in kinds["control"][:3]:
+        (folder / "tabby" / path.name).write_bytes(path.read_bytes())
+    (folder / "tabby" / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = ["audit", str(folder), "--out", str(out), "--target", "true", "--region", "tag=0,0,0.2,0.2"]
+    assert main(args) == 1  # one bad file
+    captured = capsys.readouterr()
+    assert "3 images explained, 0 already done, 1 bad files" in captured.out and "bad.png" in captured.err
+    audit = open_audit(out)
+    assert audit.settings["model"] == "efficientnet_lite0" and set(audit.images["target"]) == {"tabby"}
+    assert audit.images["map"].iloc[0].shape == (7, 7) and "region_tag" in audit.images
+    assert main(args) == 1
+    assert "0 images explained, 4 already done" in capsys.readouterr().out
