@@ -83,7 +83,7 @@ def chosen_model(status: ModelStatus | None, own: OwnModel | None) -> LoadedMode
     """
     if status is None:
         if own is None:
-            st.info("Upload your model's weights and class names in the sidebar.", icon=":material/upload_file:")
+            st.info("Give your model's files in the sidebar: pick its source, then upload them.", icon=":material/upload_file:")
             return None
         return cache.own_model(own)
     if not status.available:

@@ -106,7 +106,7 @@ def test_own_model_architecture_recognised_from_its_weights(fresh: AppTest, weig
 def test_own_model_waits_for_its_files(fresh: AppTest) -> None:
     fresh.selectbox(key="model").set_value("own-model").run()
     _assert_healthy(fresh)
-    assert any("Upload your model's weights" in i.value for i in fresh.info)
+    assert any("Give your model's files in the sidebar" in i.value for i in fresh.info)
     assert not fresh.get("plotly_chart")
 
 
@@ -254,3 +254,34 @@ def test_burned_in_annotation_is_warned_on_the_page_and_in_the_report(fresh: App
     image = np.asarray(Image.open(io.BytesIO(picture.data)).convert("RGB"))
     report = downloads.html_report(image, cache.explain(settings, model), settings, model)()
     assert 'role="alert"><strong>This file says its pixels carry burned-in text' in report
+
+
+def test_an_onnx_model_is_explained_from_the_sidebar(fresh: AppTest, tmp_path: Path) -> None:
+    """Another source through the same form: the uploader takes .onnx, class names are asked for, and the map
+    comes out of the converted graph."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(8, len(LABELS)),
+    ).eval()
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}})
+    at = fresh.selectbox(key="model").set_value("own-model").run()
+    at.selectbox(key="own-source").set_value("onnx").run()
+    uploader = at.file_uploader(key="own-weights-onnx")
+    assert uploader.label == "Model file (.onnx)"
+    assert any("Give the model file and the class names" in c.value for c in at.caption)
+    uploader.upload("tiny.onnx", path.read_bytes())
+    at.file_uploader(key="own-labels").upload("labels.txt", "\n".join(LABELS).encode()).run()
+    _assert_healthy(at)
+    assert any("tiny.onnx" in shown(m.value) and "sees" in shown(m.value) for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_a_hugging_face_model_needs_no_class_names_and_offers_its_own_preprocessing(fresh: AppTest) -> None:
+    at = fresh.selectbox(key="model").set_value("own-model").run()
+    at.selectbox(key="own-source").set_value("huggingface").run()
+    assert at.file_uploader(key="own-weights-huggingface").label == "Model file (.zip)"
+    assert at.checkbox(key="own-preprocessing").value  # the model's own, by default
+    assert any(c.value == "Give the model file to explain with your model." for c in at.caption)
