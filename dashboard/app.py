@@ -18,7 +18,7 @@ from dashboard.own_model import own_model_form
 from dashboard.page import Page
 from dashboard.server import forbid_address_lookups
 from dashboard.settings import ImageInput, OwnModel, Settings
-from dashboard.tabs import compare, explanation, gallery, teaching, trust
+from dashboard.tabs import audit, compare, explanation, gallery, teaching, trust
 
 logger = logging.getLogger(__name__)
 ICON = Path(__file__).resolve().parents[1] / "assets" / "icon.png"
@@ -30,6 +30,7 @@ TABS = {
     "Trust checks": trust.render,
     "Gallery": gallery.render,
     "How it works": teaching.render,
+    "Audit": audit.render,
 }
 
 

@@ -179,3 +179,25 @@ def test_the_command_line_with_the_built_in_model(local_ray, dataset, tmp_path: 
     assert audit.images["map"].iloc[0].shape == (7, 7) and "region_tag" in audit.images
     assert main(args) == 1
     assert "0 images explained, 4 already done" in capsys.readouterr().out
+
+
+def test_the_dashboard_audit_tab_shows_the_flagged_strategy(full_audit, monkeypatch) -> None:
+    """The Audit tab opens the folder by name from the server's audits folder and shows the shortcut flag."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.tabs import audit as audit_tab
+
+    run, audit = full_audit
+    monkeypatch.setattr(audit_tab, "AUDITS", audit.folder.parent)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=180)
+    at.session_state["view"] = "Audit"
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="audit-folder").options == [audit.folder.name]
+    assert at.metric[0].value == "24"
+    at.selectbox(key="audit-class").set_value("horse").run()
+    warnings = [w.value for w in at.warning]
+    assert any("top left corner" in w for w in warnings)
+    at.selectbox(key="audit-class").set_value("control").run()
+    assert not any("Possible shortcut" in w.value for w in at.warning)
+    assert "24 of 24 images" in " ".join(c.value for c in at.caption)
