@@ -13,6 +13,7 @@ each within its own limit::
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import zipfile
@@ -23,7 +24,7 @@ from .errors import ModelError
 from .files import FileSource, check_size, read_bounded
 from .units import format_size
 
-__all__ = ["MAX_MEMBERS", "MAX_SMALL_FILE_BYTES", "read_model_files"]
+__all__ = ["MAX_MEMBERS", "MAX_SMALL_FILE_BYTES", "json_object", "read_model_files"]
 
 MAX_MEMBERS = 1_000
 """Most members a model zip may list: a saved model folder holds a handful of files."""
@@ -119,3 +120,18 @@ def _read_zip(
         check_size(len(data), limit, subject, ModelError)
         found[name] = data
     return found
+
+
+def json_object(data: bytes, what: str) -> dict:
+    """A model file's JSON object, read as data: ``json_object(b'{"a": 1}', "config.json")  # {"a": 1}``.
+
+    Raises:
+        ModelError: "The {what} is not valid JSON." or "The {what} must hold a JSON object."
+    """
+    try:
+        parsed = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ModelError(f"The {what} is not valid JSON.") from None
+    if not isinstance(parsed, dict):
+        raise ModelError(f"The {what} must hold a JSON object.")
+    return parsed

@@ -12,7 +12,6 @@ as nothing from the folder is ever run::
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 
-from .archives import read_model_files
+from .archives import json_object, read_model_files
 from .assembly import assemble_model
 from .checkpoints import read_state_dict
 from .errors import ModelError
@@ -97,9 +96,9 @@ def load(request: ModelRequest) -> LoadedModel:
             supported image classifier or asks for remote code, weights that do not fit it, or bad labels.
     """
     folder = read_folder(request.weights, request.max_bytes)
-    config = _parse_json(folder.config, CONFIG)
+    config = json_object(folder.config, f"Hugging Face {CONFIG}")
     model_type = _model_type(config)
-    preprocessor = _parse_json(folder.preprocessor, PREPROCESSOR)
+    preprocessor = json_object(folder.preprocessor, f"Hugging Face {PREPROCESSOR}")
     _refuse_remote_code(preprocessor, PREPROCESSOR)
     hf_config = _build_config(config, model_type)
     class_name = _class_name(config, model_type)
@@ -150,16 +149,6 @@ def read_folder(source: FileSource, max_bytes: int) -> HuggingFaceFolder:
     if missing:
         raise ModelError(f"The Hugging Face model lacks {' and '.join(missing)}.")
     return HuggingFaceFolder(config=files[CONFIG], weights=weights, preprocessor=files[PREPROCESSOR])
-
-
-def _parse_json(data: bytes, name: str) -> dict:
-    try:
-        parsed = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ModelError(f"The Hugging Face {name} is not valid JSON.") from None
-    if not isinstance(parsed, dict):
-        raise ModelError(f"The Hugging Face {name} must hold a JSON object.")
-    return parsed
 
 
 def _refuse_remote_code(config: Mapping, name: str) -> None:

@@ -14,7 +14,6 @@ the parts read is refused::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .archives import read_model_files
+from .archives import json_object, read_model_files
 from .assembly import assemble_model
 from .checkpoints import read_state_dict
 from .errors import ModelError
@@ -144,9 +143,9 @@ def load_bundle(request: ModelRequest) -> LoadedModel:
     weights = next((files[name] for name in _BUNDLE_WEIGHTS if name in files), None)
     if weights is None:
         raise ModelError("The MONAI bundle lacks models/model.safetensors or models/model.pt.")
-    config = _json(files[_BUNDLE_CONFIG], "configs/inference.json")
+    config = json_object(files[_BUNDLE_CONFIG], "MONAI bundle's configs/inference.json")
     target, arguments = _network_def(config)
-    metadata = _json(files[_METADATA], "configs/metadata.json") if _METADATA in files else {}
+    metadata = json_object(files[_METADATA], "MONAI bundle's configs/metadata.json") if _METADATA in files else {}
     state = read_state_dict(weights, request.max_bytes)
     model = _build(target, arguments, state)
     classes = _outputs(model, state)
@@ -226,16 +225,6 @@ def _ordered(model: nn.Module, state: Mapping[str, Tensor]) -> list[Tensor]:
 
 def _outputs(model: nn.Module, state: Mapping[str, Tensor]) -> int:
     return int([value for value in _ordered(model, state) if value.ndim == 2][-1].shape[0])
-
-
-def _json(data: bytes, name: str) -> dict:
-    try:
-        parsed = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ModelError(f"The MONAI bundle's {name} is not valid JSON.") from None
-    if not isinstance(parsed, dict):
-        raise ModelError(f"The MONAI bundle's {name} must hold a JSON object.")
-    return parsed
 
 
 def _network_def(config: Mapping) -> tuple[str, dict[str, object]]:
