@@ -9,7 +9,6 @@ is set per channel (:mod:`.preprocess`). Another source of models adds a module 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 from .architectures import (
@@ -23,7 +22,7 @@ from .architectures import (
 )
 from .checkpoints import MAX_WEIGHTS_BYTES, WeightsSource, read_state_dict
 from .errors import ModelError
-from .files import read_bounded
+from .files import path_of, read_bounded
 from .labels import MAX_LABELS_BYTES, LabelsSource, read_labels
 from .assembly import assemble_model
 from .models import LoadedModel
@@ -86,7 +85,7 @@ def load_custom_model(
     if isinstance(input_size, bool) or not isinstance(input_size, int) or not 32 <= input_size <= 2048:
         raise ModelError(f"The input size must be a whole number of pixels from 32 to 2048, not {input_size!r}.")
     data = read_bounded(weights, max_bytes, what="weights file", error=ModelError)
-    path = None if isinstance(weights, (bytes, bytearray, memoryview)) else Path(weights)
+    path = path_of(weights)
     state = read_state_dict(data, max_bytes)
     arch = arch or recognise_architecture(state)
     model, outputs, channels = build_model(arch, state)

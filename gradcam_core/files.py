@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from pathlib import Path
 from typing import IO
 
 from .errors import GradCamError, ImageError
 from .units import format_size
 
-__all__ = ["FileSource", "check_size", "open_bounded", "open_regular_file", "read_bounded"]
+__all__ = ["FileSource", "check_size", "open_bounded", "open_regular_file", "path_of", "read_bounded"]
 
 FileSource = str | os.PathLike[str] | bytes | bytearray | memoryview
 """A file given by its path or by its bytes (an upload)."""
@@ -142,3 +143,8 @@ def _cannot_open(exc: OSError | ValueError, subject: str) -> str:
     if isinstance(exc, PermissionError):
         return f"{subject} cannot be opened (permission denied)."
     return f"{subject} cannot be opened."
+
+
+def path_of(source: FileSource) -> Path | None:
+    """The path of a file given by path, ``None`` for one given as bytes: ``path_of(b"...")  # None``."""
+    return None if isinstance(source, (bytes, bytearray, memoryview)) else Path(source)

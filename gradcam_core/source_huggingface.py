@@ -25,7 +25,7 @@ from .archives import json_object, read_model_files
 from .assembly import assemble_model
 from .checkpoints import read_state_dict
 from .errors import ModelError
-from .files import FileSource
+from .files import FileSource, path_of
 from .labels import read_labels
 from .layers import LayerInfo, candidate_layers, last_feature_map
 from .models import LoadedModel
@@ -111,7 +111,7 @@ def load(request: ModelRequest) -> LoadedModel:
     categories = read_labels(names, outputs)
     preprocessing = _preprocessing(preprocessor, request, channels, model_type in _TOKEN_TYPES)
     source = request.weights
-    path = None if isinstance(source, (bytes, bytearray, memoryview)) else Path(source)
+    path = path_of(source)
     file_name = path.name if path is not None else request.file_name
     assemble = assemble_model if grid is not None else _assemble_channels_first
     return assemble(

@@ -25,7 +25,7 @@ from .archives import json_object, read_model_files
 from .assembly import assemble_model
 from .checkpoints import read_state_dict
 from .errors import ModelError
-from .files import read_bounded
+from .files import path_of, read_bounded
 from .labels import read_labels
 from .models import LoadedModel
 from .preprocess import Preprocessing, per_channel
@@ -311,7 +311,7 @@ def _assemble(model: nn.Module, request: ModelRequest, weights: bytes, target: s
         channels=channels,
     )
     source = request.weights
-    path = None if isinstance(source, (bytes, bytearray, memoryview)) else Path(source)
+    path = path_of(source)
     file_name = path.name if path is not None else request.file_name
     return assemble_model(
         model,

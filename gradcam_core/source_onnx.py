@@ -29,7 +29,7 @@ from torch import Tensor, fx, nn
 
 from .assembly import assemble_model
 from .errors import ModelError
-from .files import read_bounded
+from .files import path_of, read_bounded
 from .labels import read_labels
 from .models import LoadedModel
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, per_channel, to_input
@@ -114,7 +114,7 @@ def load(request: ModelRequest) -> LoadedModel:
         )
     categories = read_labels(request.labels, expected.shape[1])
     module.onnx_reference = reference
-    path = None if isinstance(request.weights, (bytes, bytearray, memoryview)) else Path(request.weights)
+    path = path_of(request.weights)
     file_name = path.name if path is not None else request.file_name
     return assemble_model(
         module,

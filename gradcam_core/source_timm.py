@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import timm
 import torch
@@ -26,7 +25,7 @@ from .architectures import check_keys
 from .assembly import assemble_model
 from .checkpoints import read_state_dict
 from .errors import ModelError
-from .files import read_bounded
+from .files import path_of, read_bounded
 from .labels import read_labels
 from .models import LoadedModel
 from .preprocess import Preprocessing, per_channel
@@ -53,7 +52,7 @@ def load(request: ModelRequest) -> LoadedModel:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size not in _SIZES):
         raise ModelError(f"The input size must be a whole number of pixels from 32 to 2048, not {size!r}.")
     data = read_bounded(request.weights, request.max_bytes, what="weights file", error=ModelError)
-    path = None if isinstance(request.weights, (bytes, bytearray, memoryview)) else Path(request.weights)
+    path = path_of(request.weights)
     state = read_state_dict(data, request.max_bytes)
     model, outputs, channels = _build(arch, state, size)
     categories = (
