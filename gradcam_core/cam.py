@@ -36,7 +36,7 @@ from .modes import eval_mode
 from .objectives import Objective, as_objective, model_output
 from .targets import Targets, check_activation
 
-__all__ = ["MASKED_BATCH_BYTES", "CamTrace", "compute_cam", "masked_batch_size", "trace_cam"]
+__all__ = ["MASKED_BATCH_BYTES", "CamTrace", "compute_cam", "masked_batch_size", "masked_scores", "trace_cam"]
 
 MASKED_BATCH_BYTES = 16 * 2**20
 """Largest activation of a batch of masked inputs (Score-CAM). Bigger tensors exceed glibc's mmap threshold
@@ -168,10 +168,10 @@ def trace_cam(
             raise LayerError(f"The class score does not depend on layer {layer_name!r}; pick an earlier layer.")
         activations = activations.detach()
 
-        def masked_scores(maps: Tensor) -> Tensor:
-            return _masked_scores(model, inputs, objective, maps, batch_size, progress, activation)
+        def scores_of_masked(maps: Tensor) -> Tensor:
+            return masked_scores(model, inputs, objective, maps, batch_size, progress, activation)
 
-        weights = cam_method.weights(CamInputs(activations, gradients, masked_scores))
+        weights = cam_method.weights(CamInputs(activations, gradients, scores_of_masked))
     weighted_sum = (weights * activations).sum(dim=1)
     return CamTrace(
         logits=logits.detach(),
@@ -204,8 +204,8 @@ def masked_batch_size(model: nn.Module, inputs: Tensor) -> int:
     return max(1, min(MAX_MASKED_BATCH, MASKED_BATCH_BYTES // max(largest, 1)))
 
 
-def _masked_scores(
-    model: nn.Module,
+def masked_scores(
+    model: Callable[[Tensor], object],
     inputs: Tensor,
     objective: Objective,
     maps: Tensor,
@@ -214,7 +214,8 @@ def _masked_scores(
     activation: str,
 ) -> Tensor:
     """The objective's probability (``Objective.probability``: for a class, its softmax or sigmoid probability)
-    of ``inputs[n] * mask`` for every map of every image (Score-CAM).
+    of ``inputs[n] * mask`` for every map of every image (Score-CAM). ``model`` is anything that runs a batch:
+    a module, or a gradient-free runner such as onnxruntime's session behind a function.
 
     Each map is upsampled bilinearly to the input size and min-max scaled to [0, 1]. A constant map has no
     region to show and scores 0 without a forward pass, as in the Score-CAM authors' code. Masks are made

@@ -56,6 +56,8 @@ class CamMethod:
         counter_evidence: Whether the map shows evidence *against* the class (counterfactual).
         elementwise: Whether its weights are maps ``(N, K, h, w)`` that weight every location separately
             (HiResCAM, LayerCAM) rather than one number per channel ``(N, K, 1, 1)``.
+        needs_gradients: Whether it reads ``CamInputs.gradients``; the others (Score-CAM, Eigen-CAM) also explain
+            a model that can only be run, not differentiated (an ONNX graph through onnxruntime).
     """
 
     name: str
@@ -68,6 +70,7 @@ class CamMethod:
     class_specific: bool = True
     counter_evidence: bool = False
     elementwise: bool = False
+    needs_gradients: bool = True
 
 
 def _gradcam_weights(inputs: CamInputs) -> Tensor:
@@ -189,6 +192,7 @@ METHODS: dict[str, CamMethod] = {
             use="To check a gradient map without gradients.",
             forward_passes=True,
             nonnegative_weights=True,
+            needs_gradients=False,
         ),
         CamMethod(
             "eigencam",
@@ -197,6 +201,7 @@ METHODS: dict[str, CamMethod] = {
             _eigencam_weights,
             use="To see what the layer responds to most, whatever the class.",
             class_specific=False,
+            needs_gradients=False,
         ),
     )
 }
