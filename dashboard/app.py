@@ -12,7 +12,7 @@ import streamlit as st
 
 import gradcam_core as core
 from gradcam_core import LoadedModel, ModelStatus
-from dashboard import cache, controls, views
+from dashboard import cache, controls, handoff, views
 from dashboard.guard import reported_errors
 from dashboard.own_model import own_model_form
 from dashboard.page import Page
@@ -57,6 +57,9 @@ def main() -> None:
 
     with st.sidebar:
         key = f"{image.digest[:16] if image else ''}-{model.name if model else ''}"
+        audited_class = handoff.pending_class(image.digest) if image and top else None
+        if audited_class is not None:
+            controls.preselect_class(audited_class, top, key)
         choice = controls.class_choice(top, model, key=key)
         method = controls.method_choice()
         layer = controls.layer_choice(model, method)

@@ -12,7 +12,7 @@ import gradcam_core as core
 from gradcam_core import LoadedModel, ModelStatus, Prediction
 from gradcam_core.render import COLORMAPS, DEFAULT_COLORMAP
 
-from . import cache
+from . import cache, handoff
 from .guard import reported_errors
 from .medical import dicom_input
 from .settings import ImageInput
@@ -65,24 +65,30 @@ def image_inputs() -> tuple[ImageInput | None, tuple[ImageInput, ...]]:
         "Images stay on this server and are not stored.",
     )
     files = received_images(uploads or ())
+    audited = None if uploads else handoff.picked()
     sample = st.selectbox(
         "…or use a built-in sample",
         list(SAMPLES),
         format_func=SAMPLES.__getitem__,
         key="sample",
-        disabled=bool(uploads),
+        disabled=bool(uploads) or audited is not None,
         help="Remove the uploaded files (×) to go back to the samples." if uploads else None,
     )
-    if not uploads:
+    if audited is not None:
+        st.caption(f"Showing {plain(audited.name)}, opened from the Audit tab.")
+        st.button("Back to the samples", key="drop-audited", on_click=handoff.drop, icon=":material/undo:")
+        image, files = audited, ()
+    elif not uploads:
         return ImageInput.from_bytes(SAMPLES[sample], (ASSETS / sample).read_bytes()), ()
-    if not files:
+    elif not files:
         return None, ()
-    chosen = 0
-    if len(files) > 1:
-        chosen = st.selectbox(
-            "Image to explain", range(len(files)), format_func=lambda i: files[i].name, key="chosen-upload"
-        )
-    image = files[chosen]
+    else:
+        chosen = 0
+        if len(files) > 1:
+            chosen = st.selectbox(
+                "Image to explain", range(len(files)), format_func=lambda i: files[i].name, key="chosen-upload"
+            )
+        image = files[chosen]
     if not core.is_dicom(image.data):
         return image, files
     with reported_errors("reading the DICOM file"):
@@ -165,6 +171,15 @@ def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | 
         st.caption(f"Showing the top class, {plain(predictions[0].label)}, until you pick one.")
         return predictions[0].index
     return picked
+
+
+def preselect_class(index: int, predictions: Sequence[Prediction], key: str) -> None:
+    """Make ``index`` the choice of the class menu drawn next with ``key`` (see :func:`class_choice`)."""
+    if index in {p.index for p in predictions}:
+        st.session_state[f"class-{key}"] = index
+    else:
+        st.session_state[f"class-{key}"] = ANOTHER_CLASS
+        st.session_state[f"any-class-{key}"] = index
 
 
 def method_choice() -> str:

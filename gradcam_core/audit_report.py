@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -41,6 +42,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from .errors import AuditError
+from .files import read_bounded
 from .heat import Region
 from .spray import Cluster, spray
 from .tables import spreadsheet_safe
@@ -98,6 +100,20 @@ class Audit:
     def thumbnail(self, position: int) -> Image.Image:
         """The thumbnail of ``images`` row ``position``: ``audit.thumbnail(cluster.typical[0])``."""
         return Image.open(io.BytesIO(self.images["thumbnail"].iat[position])).convert("RGB")
+
+    def image_file(self, position: int, max_bytes: int) -> bytes:
+        """The bytes of ``images`` row ``position``'s file, as audited: ``audit.image_file(0, 25 * 2**20)``.
+
+        Raises:
+            AuditError: the file is gone, unreadable, over ``max_bytes``, or no longer the one audited (its
+                SHA-256 differs), in one sentence that names the file by its name only, never by its path.
+        """
+        row = self.images.iloc[position]
+        name = Path(str(row["path"])).name
+        data = read_bounded(str(row["path"]), max_bytes, what=f"audited image {name}", error=AuditError, named=False)
+        if hashlib.sha256(data).hexdigest() != row["sha256"]:
+            raise AuditError(f"The audited image {name} has changed since the audit; audit it again to explain it.")
+        return data
 
     def flagged(self) -> tuple[Cluster, ...]:
         """The clusters flagged as possible shortcuts."""

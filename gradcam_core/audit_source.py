@@ -94,7 +94,7 @@ def read_source(
         AuditError: the source is missing, not a folder or manifest, holds no image, or the manifest has no
             path column or a group column named like an output column.
     """
-    path = Path(source)
+    path = Path(source).absolute()  # rows name their files wherever the audit is read later (the dashboard)
     if path.is_dir():
         return _folder(path)
     if path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file():

@@ -74,3 +74,18 @@ def chromium() -> Iterator[object]:
             yield instance
         finally:
             instance.close()
+
+
+def screenshot(page, path: Path) -> None:
+    """Full-page screenshot: Streamlit scrolls inside its own container, so grow the viewport to fit it."""
+    size = page.viewport_size
+    height = page.evaluate(
+        """() => Math.max(...['stMain', 'stSidebarContent', 'stAppViewContainer']
+            .map(id => document.querySelector(`[data-testid="${id}"]`))
+            .filter(Boolean).map(e => e.scrollHeight))"""
+    )
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height))})
+    page.wait_for_timeout(800)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
@@ -160,25 +163,62 @@ def test_the_command_line_audits_and_continues(local_ray, dataset, tmp_path: Pat
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_the_command_line_with_the_built_in_model(local_ray, dataset, tmp_path: Path, capsys) -> None:
+@pytest.fixture(scope="module")
+def built_in_audit(local_ray, dataset, tmp_path_factory) -> tuple[list[str], str, str]:
+    """``gradcam audit`` with the built-in model on three pictures filed as ``tabby`` and one bad file, run from a
+    relative path: its arguments, what it printed and its error output."""
     from gradcam_core.cli import main
 
     root, kinds = dataset
-    folder = tmp_path / "few"
+    base = tmp_path_factory.mktemp("built-in")
+    folder = base / "few"
     (folder / "tabby").mkdir(parents=True)
     for path in kinds["control"][:3]:
         (folder / "tabby" / path.name).write_bytes(path.read_bytes())
     (folder / "tabby" / "bad.png").write_bytes(b"not an image")
-    out = tmp_path / "out"
-    args = ["audit", str(folder), "--out", str(out), "--target", "true", "--region", "tag=0,0,0.2,0.2"]
-    assert main(args) == 1  # one bad file
-    captured = capsys.readouterr()
-    assert "3 images explained, 0 already done, 1 bad files" in captured.out and "bad.png" in captured.err
+    args = ["audit", "few", "--out", str(base / "out"), "--target", "true", "--region", "tag=0,0,0.2,0.2"]
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as out:
+        patch.chdir(base)
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            assert main(args) == 1  # one bad file
+    return args, out.getvalue(), err.getvalue()
+
+
+def test_the_command_line_with_the_built_in_model(built_in_audit, capsys) -> None:
+    from gradcam_core.cli import main
+
+    args, printed, errors = built_in_audit
+    assert "3 images explained, 0 already done, 1 bad files" in printed and "bad.png" in errors
+    out = Path(args[3])
     audit = open_audit(out)
     assert audit.settings["model"] == "efficientnet_lite0" and set(audit.images["target"]) == {"tabby"}
     assert audit.images["map"].iloc[0].shape == (7, 7) and "region_tag" in audit.images
+    assert all(Path(path).is_absolute() for path in audit.images["path"])  # readable from any working folder
+    args = [*args[:1], str(out.parent / "few"), *args[2:]]
     assert main(args) == 1
     assert "0 images explained, 4 already done" in capsys.readouterr().out
+
+
+def test_an_audited_file_is_read_again_only_as_audited(full_audit, tmp_path: Path) -> None:
+    """``Audit.image_file`` gives the audited bytes, and one sentence without the path once the file changed or left."""
+    _, audit = full_audit
+    original = Path(audit.images["path"].iat[0])
+    assert audit.image_file(0, 2**20) == original.read_bytes()
+    copy = tmp_path / "secret-folder" / original.name
+    copy.parent.mkdir()
+    copy.write_bytes(original.read_bytes())
+    moved = dataclasses.replace(audit, images=audit.images.copy())
+    moved.images.at[0, "path"] = str(copy)
+    assert moved.image_file(0, 2**20) == copy.read_bytes()
+    with pytest.raises(AuditError, match="larger|more than"):
+        moved.image_file(0, 16)
+    copy.write_bytes(copy.read_bytes() + b"\0")
+    with pytest.raises(AuditError, match=f"The audited image {original.name} has changed since the audit"):
+        moved.image_file(0, 2**20)
+    copy.unlink()
+    with pytest.raises(AuditError, match="does not exist") as missing:
+        moved.image_file(0, 2**20)
+    assert "secret-folder" not in str(missing.value)
 
 
 def test_the_dashboard_audit_tab_shows_the_flagged_strategy(full_audit, monkeypatch) -> None:
@@ -201,3 +241,66 @@ def test_the_dashboard_audit_tab_shows_the_flagged_strategy(full_audit, monkeypa
     at.selectbox(key="audit-class").set_value("control").run()
     assert not any("Possible shortcut" in w.value for w in at.warning)
     assert "24 of 24 images" in " ".join(c.value for c in at.caption)
+
+
+def test_one_click_opens_an_audited_image_in_the_explanation_tab(built_in_audit, monkeypatch) -> None:
+    """"Explain" under an audited image opens it in the Explanation tab with the audit's model, method, layer and
+    class; "Back to the samples" returns to the cat."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.tabs import audit as audit_tab
+
+    from .page_text import shown
+
+    out = Path(built_in_audit[0][3])
+    audit = open_audit(out)
+    monkeypatch.setattr(audit_tab, "AUDITS", out.parent)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=180)
+    at.session_state["view"] = "Audit"
+    at.run()
+    at.selectbox(key="audit-folder").set_value(out.name).run()
+    at.button(key="audit-explain-1").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["view"] == "Explanation"
+    name = Path(audit.images["path"].iat[1]).name
+    assert f"Showing {name}, opened from the Audit tab." in [shown(c.value) for c in at.caption]
+    assert at.selectbox(key="model").value == "efficientnet_lite0"
+    assert at.selectbox(key="method").value == audit.settings["method"]
+    assert at.selectbox(key="layer-efficientnet_lite0").value == audit.settings["layer"]
+    class_menu = next(box for box in at.selectbox if box.key.startswith("class-"))
+    tabby = audit.settings["categories"].index("tabby")
+    if class_menu.value != tabby:  # not among the top five: picked from every class
+        assert next(box for box in at.selectbox if box.key.startswith("any-class-")).value == tabby
+    assert "tabby" in " ".join(shown(m.value) for m in at.markdown)
+    at.button(key="drop-audited").click().run()
+    assert not at.exception and not any("opened from the Audit tab" in c.value for c in at.caption)
+
+
+def test_the_audit_page_in_a_browser(built_in_audit, monkeypatch) -> None:
+    """In Chromium: the Audit tab lists the audit, and "Explain" under an image opens its explanation."""
+    import sys
+
+    from tests.browser_support import ROOT, chromium, free_port, running_server, screenshot
+
+    out = Path(built_in_audit[0][3])
+    monkeypatch.setenv("GRADCAM_AUDITS", str(out.parent))
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+               "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
+    with running_server(command, port) as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(90_000)
+        page.goto(url)
+        page.get_by_role("tab", name="Audit").click()
+        page.get_by_text("Strategies per class (SpRAy)").wait_for()
+        page.get_by_text("3 of 3 images").wait_for()
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+        screenshot(page, ROOT / "docs" / "screenshots" / "audit.png")
+        page.get_by_role("button", name="Explain").nth(1).click()
+        name = Path(open_audit(out).images["path"].iat[1]).name
+        page.get_by_text(f"Showing {name}, opened from the Audit tab.").wait_for()
+        page.get_by_text("Grad-CAM heatmap", exact=True).wait_for()
+        assert page.get_by_role("tab", name="Explanation").get_attribute("aria-selected") == "true"
+        assert "tabby" in page.locator('[data-testid="stMain"]').inner_text()
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+        screenshot(page, ROOT / "docs" / "screenshots" / "audit-explained.png")

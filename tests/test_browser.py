@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 from PIL import Image
 
-from tests.browser_support import ROOT, chromium, free_port, needs_chromium, running_server
+from tests.browser_support import ROOT, chromium, free_port, needs_chromium, running_server, screenshot
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 TIMEOUT_MS = 90_000
@@ -67,17 +67,7 @@ def _pick(page, label: str, option: str) -> None:
 
 
 def _screenshot(page, name: str) -> None:
-    """Full-page screenshot: Streamlit scrolls inside its own container, so grow the viewport to fit it."""
-    height = page.evaluate(
-        """() => Math.max(...['stMain', 'stSidebarContent', 'stAppViewContainer']
-            .map(id => document.querySelector(`[data-testid="${id}"]`))
-            .filter(Boolean).map(e => e.scrollHeight))"""
-    )
-    page.set_viewport_size({"width": 1400, "height": max(1000, int(height))})
-    page.wait_for_timeout(800)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    screenshot(page, SCREENSHOTS / name)
 
 
 def test_first_load_shows_the_sample_explained(page) -> None:

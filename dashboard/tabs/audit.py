@@ -1,7 +1,8 @@
 """The Audit tab: a data set's audit (``gradcam audit``), read from the server's audits folder.
 
 The strategies SpRAy found for each class (mean maps, size, accuracy, shortcut flags), then a filtered gallery
-of the overlays and the table as CSV. Only folders inside ``AUDITS`` can be opened: a user picks one by name
+of the overlays, each one click from its full explanation in the other tabs (:mod:`dashboard.handoff`), and the
+table as CSV. Only folders inside ``AUDITS`` can be opened: a user picks one by name
 from a list, never types a path on the shared server.
 """
 
@@ -20,6 +21,7 @@ from gradcam_core.render import colorize, overlay
 from gradcam_core.tables import spreadsheet_safe
 from gradcam_core.units import plural
 
+from .. import handoff
 from ..guard import reported_errors
 from ..page import Page
 from ..text import plain
@@ -75,8 +77,14 @@ def summary(audit: Audit) -> None:
     settings = audit.settings
     st.caption(
         f"Model {plain(settings.get('model_title', settings.get('model', '?')))}, method {plain(settings.get('method', '?'))}, layer "
-        f"{plain(settings.get('layer', '?'))}; target rule: {plain(settings.get('target', '?'))} class; source: {plain(settings.get('source', '?'))}."
+        f"{plain(settings.get('layer', '?'))}; target rule: {plain(settings.get('target', '?'))} class; source: {plain(_source(settings.get('source', '?')))}."
     )
+
+
+def _source(description: str) -> str:
+    """``"ImageFolder /srv/data/xrays"`` as ``"ImageFolder xrays"``: the server's folders stay off the page."""
+    kind, _, where = description.partition(" ")
+    return f"{kind} {Path(where).name}" if where else kind
 
 
 def strategies(audit: Audit) -> None:
@@ -129,12 +137,19 @@ def gallery(audit: Audit) -> None:
         if picked != "all":
             shown = shown[shown[column].astype(str) == picked]
     st.caption(f"{len(shown)} of {len(images)} images; the first {min(len(shown), GALLERY)} are shown.")
+    if note := st.session_state.pop(handoff.NOTE, None):
+        st.error(plain(note), icon=":material/error:")
     for start in range(0, min(len(shown), GALLERY), COLUMNS):
         for cell, position in zip(st.columns(COLUMNS), shown.index[start : start + COLUMNS]):
             row = images.loc[position]
             cell.image(overlaid(audit, int(position)), use_container_width=True)
             verdict = "" if pd.isna(row.get("correct")) else (" · correct" if row["correct"] else " · wrong")
             cell.caption(f"{plain(Path(str(row['path'])).name)} · {plain(row.get('prediction', ''))}{verdict}")
+            cell.button(
+                "Explain", key=f"audit-explain-{position}", on_click=handoff.open_audited, args=(audit, int(position)),
+                icon=":material/zoom_in:", help="Open this image in the Explanation tab with the audit's model, "
+                "method, layer and class.",
+            )
     st.download_button(
         "Table (CSV)", table_csv(shown), file_name="audit.csv", mime="text/csv", icon=":material/table:",
         on_click="ignore", key="audit-csv",
