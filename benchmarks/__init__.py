@@ -15,5 +15,5 @@ __all__ = ["NAMES", "RESULTS", "write_report"]
 #: Every benchmark, in the order ``python -m benchmarks`` runs them.
 NAMES: tuple[str, ...] = (
     "speed", "methods", "scorecam_batch", "memory", "localisation", "method_defaults", "faithfulness", "threads",
-    "reblend", "load", "page_speed", "audit",
+    "reblend", "load", "page_speed", "audit", "slice_render", "sources", "volume",
 )

@@ -18,7 +18,7 @@ from dashboard.own_model import own_model_form
 from dashboard.page import Page
 from dashboard.server import forbid_address_lookups
 from dashboard.settings import ImageInput, OwnModel, Settings
-from dashboard.tabs import audit, compare, explanation, gallery, teaching, trust
+from dashboard.tabs import audit, compare, explanation, gallery, scan, teaching, trust
 
 logger = logging.getLogger(__name__)
 ICON = Path(__file__).resolve().parents[1] / "assets" / "icon.png"
@@ -31,7 +31,10 @@ TABS = {
     "Gallery": gallery.render,
     "How it works": teaching.render,
     "Audit": audit.render,
+    "3-D scan": scan.render,
 }
+# Tabs that do not explain the sidebar's image: they get no ``Page`` and no summary above them.
+ON_THEIR_OWN = frozenset({"Audit", "3-D scan"})
 
 
 def main() -> None:
@@ -61,21 +64,20 @@ def main() -> None:
         if audited_class is not None:
             controls.preselect_class(audited_class, top, key)
         choice = controls.class_choice(top, model, key=key)
-        method = controls.method_choice()
+        method = controls.method_choice(model)
         layer = controls.layer_choice(model, method)
         display = controls.display_choice()
 
-    if image is None or model is None or top is None:
-        views.recovery_hint(model_ok=model is not None)
-        return
-    settings = Settings(
-        image=image,
-        model=model.name,
-        layer=layer,
-        target=None if choice == top[0].index else choice,
-        method=method,
-        **display,
-    )
+    settings = None
+    if image is not None and model is not None and top is not None:
+        settings = Settings(
+            image=image,
+            model=model.name,
+            layer=layer,
+            target=None if choice == top[0].index else choice,
+            method=method,
+            **display,
+        )
     with reported_errors("explaining the image"):
         render(settings, model, uploads)
 
@@ -97,16 +99,26 @@ def chosen_model(status: ModelStatus | None, own: OwnModel | None) -> LoadedMode
     return cache.load_model(status.name)
 
 
-def render(settings: Settings, model: LoadedModel, uploads: tuple[ImageInput, ...]) -> None:
-    """The explanation for ``settings``: a summary, then the open tab.
+def render(settings: Settings | None, model: LoadedModel | None, uploads: tuple[ImageInput, ...]) -> None:
+    """The explanation for ``settings``: a summary, then the open tab (``settings`` ``None``: nothing to explain).
 
     Every tab reads the same cached result; only the open tab is drawn (switching tabs reruns the script). The
-    result is computed inside the open tab, so a slow method's progress bar never hides the tabs.
+    result is computed inside the open tab, so a slow method's progress bar never hides the tabs. A tab of
+    ``ON_THEIR_OWN`` ignores the sidebar's image: it neither waits for nor shows its explanation.
     """
-    summary = st.container()
-    views.photo_model_warning(model, settings.image)
+    summary, warning = st.container(), st.container()
     tabs = dict(zip(TABS, st.tabs(list(TABS), key="view", on_change="rerun")))
     opened = next((name for name, tab in tabs.items() if tab.open), next(iter(TABS)))
+    if opened in ON_THEIR_OWN:
+        with tabs[opened]:
+            TABS[opened](None)
+        return
+    if settings is None or model is None:
+        with tabs[opened]:
+            views.recovery_hint(model_ok=model is not None)
+        return
+    with warning:
+        views.photo_model_warning(model, settings.image)
     with tabs[opened]:
         result = cache.explain(settings, model, on_cancel=controls.use_default_method)
     picture = cache.display_image(settings.image.digest, settings.image.data)

@@ -12,6 +12,7 @@ shared read-only through ``st.cache_resource``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from gradcam_core import CamSteps, LoadedModel, Prediction
 from .pictures import shrink
 from .background import BackgroundWork, Progress
 from .progress import computed_in_background
-from .settings import ImageInput, OwnModel, Settings
+from .settings import ImageInput, OwnModel, Settings, Target
 from .shared_results import SharedResults
 from .tiles import keep_tiles
 
@@ -154,7 +155,7 @@ def compute_explanation(
     picture: Image.Image,
     model: LoadedModel,
     layer: str | None,
-    target: int | None,
+    target: Target,
     method: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> Result:
@@ -164,6 +165,15 @@ def compute_explanation(
         picture, model, layer=layer, target=target, method=method, top_k=TOP_K, keep_trace=True, progress=progress
     )
     return read_only(Result(**vars(found.summary()), steps=keep_tiles(core.cam_steps(found.trace))))
+
+
+def target_key(target: Target) -> object:
+    """``target`` as a cache key: itself (class indices and the objectives are values), or for a region its
+    class and a digest of its mask (a tensor compares by identity)."""
+    if isinstance(target, core.RegionScore):
+        mask = target.mask.numpy()
+        return ("region", target.index, mask.shape, hashlib.sha256(np.packbits(mask)).hexdigest())
+    return target
 
 
 def read_only(result: Result) -> Result:
@@ -176,14 +186,31 @@ def read_only(result: Result) -> Result:
     return result
 
 
-def default_method() -> str:
-    """The method explained before the user picks one: Grad-CAM when registered."""
-    return "gradcam" if "gradcam" in core.METHODS else next(iter(core.METHODS))
+def default_method(model: LoadedModel | None = None) -> str:
+    """The method explained before the user picks one: Grad-CAM when registered and ``model`` allows it, else
+    the first fast method ``model`` allows (Eigen-CAM for a gradient-free model, see ``LoadedModel.methods``)."""
+    names = model.methods if model is not None else tuple(core.METHODS)
+    fast = [name for name in names if not core.METHODS[name].forward_passes]
+    return "gradcam" if "gradcam" in names else (fast or list(names))[0]
 
 
 def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]:
-    """The model's top classes for ``image`` (the default explanation's, which is kept for the page)."""
-    return explained(image, model, model.default_layer, None, default_method()).predictions
+    """The model's top classes for ``image`` (the default explanation's, which is kept for the page).
+
+    When the model cannot be trusted with gradients on this image (``LoadedModel.check_input``), they come from
+    the first fast gradient-free method instead, so the page still shows them and says which methods remain.
+    """
+    method = default_method(model)
+    try:
+        return explained(image, model, model.default_layer_for(method), None, method).predictions
+    except core.MethodError:
+        if not core.METHODS[method].needs_gradients:
+            raise
+    fallback = next(
+        name for name, registered in core.METHODS.items()
+        if not registered.needs_gradients and not registered.forward_passes
+    )
+    return explained(image, model, model.default_layer_for(fallback), None, fallback).predictions
 
 
 def explain(
@@ -199,20 +226,20 @@ def explained(
     image: ImageInput,
     model: LoadedModel,
     layer: str | None,
-    target: int | None,
+    target: Target,
     method: str,
     *,
     place: str = "explanation",
     on_cancel: Callable[[], None] | None = None,
 ) -> Result:
-    """The explanation of ``image``, computed once per image content, model, layer, class and method.
+    """The explanation of ``image``, computed once per image content, model, layer, target and method.
 
     A slow method runs on a worker thread and shows a progress bar, with a Cancel button when ``on_cancel``
     (which should pick a fast method) is given; ``place`` tells apart several explanations on one page. A click
     elsewhere reruns the page but not the work: the new run waits for the same job (``computed_in_background``).
     Nothing is drawn inside a cached function, so a stored result survives every later rerun.
     """
-    key = (image.digest, model.name, layer or model.default_layer_for(method), target, method)
+    key = (image.digest, model.name, layer or model.default_layer_for(method), target_key(target), method)
     found = shared_results().get(key)
     if found is not None:
         return found

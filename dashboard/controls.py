@@ -134,8 +134,12 @@ def model_choice(statuses: Sequence[ModelStatus]) -> ModelStatus | None:
     return by_name.get(name)
 
 
-def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | None, key: str) -> int | None:
-    """The class index to explain: one of the top predictions or any class by name (``None``: not ready).
+def class_choice(
+    predictions: Sequence[Prediction] | None, model: LoadedModel | None, key: str
+) -> int | core.Objective | None:
+    """What to explain: one of the top predictions or any class by name (``None``: not ready); for a single-logit
+    model the positive or the negative side, for a multi-label model optionally several classes together, for a
+    segmentation model the class whose predicted region is explained.
 
     Args:
         predictions: The model's top classes for this image, best first; ``None`` disables the control.
@@ -146,15 +150,30 @@ def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | 
     if not predictions or model is None:
         st.selectbox("Class", ["—"], disabled=True, key="class-disabled")
         return None
+    if len(model.categories) == 1 and not model.segmentation:
+        return evidence_choice(predictions[0], key)
+    if model.activation == "sigmoid" and not model.segmentation and len(model.categories) > 1:
+        together = st.radio(
+            "Explain", [False, True], format_func=lambda many: "Several classes together" if many else "One class",
+            key=f"together-{key}", horizontal=True,
+            help="Several classes together: the map of the sum of their scores, e.g. every finding of a chest model.",
+        )
+        if together:
+            return classes_together(predictions, model, key)
     by_index = {p.index: p for p in predictions}
     choice = st.selectbox(
-        "Class",
+        "Region of class" if model.segmentation else "Class",
         [p.index for p in predictions] + [ANOTHER_CLASS],
         format_func=lambda i: "Another class…" if i == ANOTHER_CLASS else f"{by_index[i].label} — {by_index[i].probability:.1%}",
         key=f"class-{key}",
-        help="The map shows where the evidence for this class is. The model's top guesses come first.",
+        help="The map shows where the evidence for this class is. The model's top guesses come first."
+        if not model.segmentation else "The map shows what made the model call this class's region (outlined in "
+        "the mask panel) this class. The classes covering most of the image come first.",
     )
-    if model.activation == "sigmoid":
+    if model.segmentation:
+        st.caption("Segmentation model: the map explains the class's score summed over the pixels the model gives "
+                   "it; the percentage is its probability averaged over the image.")
+    elif model.activation == "sigmoid":
         st.caption("Multi-label model: each class has its own probability (sigmoid); they need not add up to 100%.")
     if choice != ANOTHER_CLASS:
         return choice
@@ -173,6 +192,37 @@ def class_choice(predictions: Sequence[Prediction] | None, model: LoadedModel | 
     return picked
 
 
+def evidence_choice(prediction: Prediction, key: str) -> int | core.Objective:
+    """For a model with a single output (a binary logit): the evidence for its class, or against it."""
+    negative = st.radio(
+        "Evidence for",
+        [False, True],
+        format_func=lambda side: f"{'not ' if side else ''}{prediction.label} — "
+        f"{1 - prediction.probability if side else prediction.probability:.1%}",
+        key=f"evidence-{key}",
+        help="A binary model has one output: positive evidence raises it, negative evidence lowers it.",
+    )
+    return core.BinaryLogit(positive=False) if negative else prediction.index
+
+
+def classes_together(predictions: Sequence[Prediction], model: LoadedModel, key: str) -> int | core.Objective:
+    """Several classes of a multi-label model explained together, with equal weights (their scores summed)."""
+    categories = model.categories
+    picked = st.multiselect(
+        "Classes",
+        range(len(categories)),
+        default=[p.index for p in predictions[:2]],
+        format_func=categories.__getitem__,
+        key=f"classes-{key}",
+        placeholder="Pick the classes to explain together",
+    )
+    if not picked:
+        st.caption(f"Showing the top class, {plain(predictions[0].label)}, until you pick some.")
+        return predictions[0].index
+    st.caption("The classes' scores are added with equal weights (1 each): the map shows the evidence for any of them.")
+    return picked[0] if len(picked) == 1 else core.WeightedClasses({index: 1.0 for index in picked})
+
+
 def preselect_class(index: int, predictions: Sequence[Prediction], key: str) -> None:
     """Make ``index`` the choice of the class menu drawn next with ``key`` (see :func:`class_choice`)."""
     if index in {p.index for p in predictions}:
@@ -182,21 +232,26 @@ def preselect_class(index: int, predictions: Sequence[Prediction], key: str) -> 
         st.session_state[f"any-class-{key}"] = index
 
 
-def method_choice() -> str:
-    """The CAM method, from every method registered in ``gradcam_core.METHODS``."""
+def method_choice(model: LoadedModel | None = None) -> str:
+    """The CAM method, from the registered methods that can explain ``model`` (``LoadedModel.methods``: a
+    gradient-free model only has those without gradients, and a caption says why)."""
     methods = core.METHODS
-    names = list(methods)
+    names = list(model.methods if model is not None else methods)
+    if st.session_state.get(METHOD_KEY, names[0]) not in names:  # e.g. Grad-CAM kept from another model
+        st.session_state[METHOD_KEY] = cache.default_method(model)
     name = st.selectbox(
         "Method",
         names,
-        index=names.index(cache.default_method()),
+        index=names.index(cache.default_method(model)),
         format_func=lambda key: f"{methods[key].title} (slow)" if methods[key].forward_passes else methods[key].title,
         key=METHOD_KEY,
         help="How the network's internal signals become a map. The methods weigh the same feature maps "
         "differently, so their maps can disagree: one spot for one method, the whole object for another. "
         "Where they agree, trust the map more.\n\n"
-        + "\n".join(f"- **{m.title}**: {m.description} {m.use}" for m in methods.values()),
+        + "\n".join(f"- **{methods[key].title}**: {methods[key].description} {methods[key].use}" for key in names),
     )
+    if model is not None and model.gradient_free is not None:
+        st.caption(plain(model.gradient_free))
     st.caption(f"{methods[name].description} {methods[name].use}")
     return name
 
@@ -268,18 +323,24 @@ def cost_note(model: LoadedModel, method: str, layer: str) -> None:
     )
 
 
-def display_choice() -> dict[str, object]:
-    """Overlay opacity, colour map, colour-bar units and picture size (``Settings`` fields); none re-runs the model."""
-    st.subheader("Display", divider="gray")
-    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="alpha", help="0 shows only the image.")
+def colormap_choice(key: str = "colormap", **options: object) -> str:
+    """The heatmap's colour map, each named with what it is good for (``options``, e.g. ``persist_state``)."""
     names = list(COLORMAPS)
-    colormap = st.selectbox(
+    return st.selectbox(
         "Colour map",
         names,
         index=names.index(DEFAULT_COLORMAP) if DEFAULT_COLORMAP in names else 0,
         format_func=lambda name: f"{name} ({COLORMAP_NOTES[name]})" if name in COLORMAP_NOTES else name,
-        key="colormap",
+        key=key,
+        **options,
     )
+
+
+def display_choice() -> dict[str, object]:
+    """Overlay opacity, colour map, colour-bar units and picture size (``Settings`` fields); none re-runs the model."""
+    st.subheader("Display", divider="gray")
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="alpha", help="0 shows only the image.")
+    colormap = colormap_choice()
     raw_units = st.toggle(
         "Colour bar labels in raw units",
         key="raw-units",

@@ -93,7 +93,8 @@ def report(settings: Settings, result: Result, image_size: tuple[int, int], mode
         "settings": {
             "model": settings.model,
             "layer": settings.layer,
-            "class": "top prediction" if settings.target is None else settings.target,
+            "class": "top prediction" if settings.target is None else (
+                settings.target if isinstance(settings.target, int) else result.target.label),
             "method": settings.method,
             "alpha": settings.alpha,
             "colormap": settings.colormap,

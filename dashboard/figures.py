@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -10,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradcam_core import FaithfulnessCurves, Prediction, heatmap_from_map
+from gradcam_core.masks import class_colour, mask_picture
 from gradcam_core.render import colorize
 
 from .pictures import jpeg_data_uri
@@ -146,34 +148,90 @@ def panels_figure(
     colormap: str,
     height: int,
     scale: float | None = None,
+    mask: SegmentationPanel | None = None,
 ) -> go.Figure:
-    """Original | heatmap | overlay as one figure whose three panels zoom and pan together.
+    """Original | heatmap | overlay (| predicted mask) as one figure whose panels zoom and pan together.
 
     ``image`` and ``blended`` may be shrunk copies; the axes of every panel are in pixels of the original
     ``size`` (width, height). The heatmap and the overlay show the map's value on hover; ``scale`` as in
-    ``heatmap_figure``.
+    ``heatmap_figure``. ``mask`` adds a fourth panel: a segmentation model's class per pixel, the explained
+    region outlined, a legend of the classes present under it.
     """
     heat = heatmap_trace(raw_map, size, colormap, "evidence", scale)
-    heat.colorbar.update(len=0.3)  # under the middle panel only
     hover = heatmap_trace(raw_map, size, colormap, "evidence", scale, opacity=0.0)
     hover.update(showscale=False)  # the overlay's values, from an invisible grid over the blended picture
-    panels = ((image_trace(image, size),), (heat,), (image_trace(blended, size), hover))
+    panels: list[tuple[go.BaseTraceType, ...]] = [(image_trace(image, size),), (heat,), (image_trace(blended, size), hover)]
+    if mask is not None:
+        panels.append(mask.traces(size, image.shape[:2]))
+    count = len(panels)
+    share = (1 - (count - 1) * PANEL_GAP) / count
+    heat.colorbar.update(len=0.9 * share, x=share + PANEL_GAP + share / 2)  # under the heatmap panel only
     width, image_height = size
-    third = (1 - 2 * PANEL_GAP) / 3
     layout: dict[str, object] = {}
     for number, traces in enumerate(panels):
         suffix = "" if number == 0 else str(number + 1)
         for trace in traces:
             trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
-        start = number * (third + PANEL_GAP)
-        layout[f"xaxis{suffix}"] = {"domain": [start, start + third], "matches": None if number == 0 else "x"}
+        start = number * (share + PANEL_GAP)
+        layout[f"xaxis{suffix}"] = {"domain": [start, start + share], "matches": None if number == 0 else "x"}
         layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", "matches": None if number == 0 else "y"}
     figure = _frame(go.Figure([trace for traces in panels for trace in traces]), size, height)
     figure.update_layout(layout)
     figure.update_xaxes(visible=False, range=[0, width], constrain="domain")
     figure.update_yaxes(visible=False, range=[image_height, 0], constrain="domain", constraintoward="top")
     figure.update_layout(yaxis={"scaleanchor": "x"})
+    if mask is not None:
+        if mask.region is not None:
+            outline(figure, mask.region, size, axis=str(count))
+        figure.update_layout(
+            showlegend=True,
+            legend={"orientation": "h", "x": 1 - share / 2, "xanchor": "center", "y": 0, "yanchor": "top",
+                    "font": {"size": 11}, "itemclick": False, "itemdoubleclick": False,
+                    "bgcolor": "rgba(0,0,0,0)"},
+        )
     return figure
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationPanel:
+    """What the predicted-mask panel shows: the class of each pixel, the class names, the explained region.
+
+    Attributes:
+        segmentation: ``(h, w)`` class index per pixel (``ExplanationSummary.segmentation``).
+        categories: The model's class names.
+        region: ``(h, w)`` bool region explained (``ExplanationSummary.region``), or ``None``.
+    """
+
+    segmentation: np.ndarray
+    categories: Sequence[str]
+    region: np.ndarray | None = None
+
+    def present(self) -> list[int]:
+        """The classes the model gives some pixel, most pixels first."""
+        counts = np.bincount(self.segmentation.ravel().astype(np.int64), minlength=len(self.categories))
+        return [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+
+    def traces(self, size: tuple[int, int], shown: tuple[int, int]) -> tuple[go.BaseTraceType, ...]:
+        """The mask as a picture ``shown`` (height, width) on the pixel grid of ``size``, hovering its class name,
+        and one legend entry per class present."""
+        picture = image_trace(mask_picture(self.segmentation, None, shown), size)
+        names = np.array([plotly_text(name) for name in self.categories], dtype=object)
+        rows, cols = self.segmentation.shape
+        width, height = size
+        hover = go.Heatmap(
+            z=np.zeros((rows, cols)), x=(np.arange(cols) + 0.5) * width / cols, y=(np.arange(rows) + 0.5) * height / rows,
+            customdata=names[np.clip(self.segmentation, 0, len(names) - 1)], opacity=0.0, showscale=False,
+            hovertemplate="%{customdata}<br>x %{x:.0f}, y %{y:.0f} px<extra></extra>", showlegend=False,
+        )
+        legend = [
+            go.Scatter(
+                x=[None], y=[None], mode="markers", name=plotly_text(self.categories[index]),
+                marker={"symbol": "square", "size": 11, "color": "rgb({},{},{})".format(*class_colour(index)),
+                        "line": {"color": "#888", "width": 1}},
+            )
+            for index in self.present()
+        ]
+        return (picture, hover, *legend)
 
 
 def predictions_figure(predictions: Sequence[Prediction], target: Prediction) -> go.Figure:
@@ -488,14 +546,16 @@ def _frame(figure: go.Figure, size: tuple[int, int], height: int) -> go.Figure:
     return figure
 
 
-def outline(figure: go.Figure, mask: np.ndarray, size: tuple[int, int]) -> go.Figure:
+def outline(figure: go.Figure, mask: np.ndarray, size: tuple[int, int], axis: str = "") -> go.Figure:
     """Outline the regions of the boolean ``mask`` (any resolution) on ``figure``, whose axes are in pixels of
-    an image of ``size`` (width, height): a white dashed line over a dark one, visible on every colour map."""
+    an image of ``size`` (width, height): a white dashed line over a dark one, visible on every colour map.
+    ``axis`` names the panel of a figure with several (``"4"``: axes x4 and y4)."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     scale = np.array([size[0] / mask.shape[1], size[1] / mask.shape[0]])
     for contour in contours:
         points = (contour[:, 0, :] + 0.5) * scale
         path = "M " + " L ".join(f"{x:.1f},{y:.1f}" for x, y in points) + " Z"
-        figure.add_shape(type="path", path=path, line={"color": "rgba(0,0,0,0.6)", "width": 4})
-        figure.add_shape(type="path", path=path, line={"color": "white", "width": 2, "dash": "dash"})
+        axes = {"xref": f"x{axis}", "yref": f"y{axis}"}
+        figure.add_shape(type="path", path=path, line={"color": "rgba(0,0,0,0.6)", "width": 4}, **axes)
+        figure.add_shape(type="path", path=path, line={"color": "white", "width": 2, "dash": "dash"}, **axes)
     return figure

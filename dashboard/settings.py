@@ -5,6 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from gradcam_core import Objective
+
+Target = int | Objective | None
+"""What to explain: a class index, an engine objective (several classes together, a binary model's negative
+side, a segmentation's region), or ``None`` for the model's default (its top prediction)."""
+
 
 @dataclass(frozen=True)
 class ImageInput:
@@ -66,7 +72,7 @@ class Settings:
         image: The image to explain.
         model: Registry name of the model.
         layer: Dotted name of the target layer (``None`` while the model cannot be loaded).
-        target: Class index to explain; ``None`` means the model's top prediction.
+        target: Class index or objective to explain (:data:`Target`); ``None`` means the model's top prediction.
         method: Registry name of the CAM method.
         alpha: Heatmap opacity in the overlay, 0..1.
         colormap: Name of a colour map in ``gradcam_core.render.COLORMAPS``.
@@ -77,7 +83,7 @@ class Settings:
     image: ImageInput
     model: str
     layer: str | None
-    target: int | None
+    target: Target
     method: str
     alpha: float
     colormap: str

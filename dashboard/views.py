@@ -44,6 +44,8 @@ def summary(result: Result, model_title: str, settings: Settings) -> None:
         f"The maps show {where}{map_subject(result.method, target.label)}{odds} "
         f"— {method}, layer {plain(result.layer)}."
     )
+    if result.notice is not None:  # the map was computed another way (e.g. through onnxruntime)
+        st.warning(plain(result.notice), icon=":material/warning:")
     if result.strength <= 0:
         st.info(
             f"The map is empty: no region of this image {score_verb(result.method)} the score of "

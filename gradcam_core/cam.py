@@ -16,7 +16,10 @@ How it stays fast and free of side effects:
 * The model runs in eval mode; a model in training mode is switched under a per-model lock and every
   submodule's flag is restored afterwards.
 * The leaf is the layer's output as an ``(N, C, h, w)`` map whatever its layout (channels-last maps of Swin,
-  tokens of a vision transformer; see :mod:`gradcam_core.layouts`), so every method works on it unchanged.
+  tokens of a vision transformer; see :mod:`gradcam_core.layouts`), so every method works on it unchanged; a
+  3-D network's ``(N, C, d, h, w)`` map goes through the same code (every method reduces over all spatial dims).
+* A method that needs no gradients (``CamMethod.needs_gradients`` false: Score-CAM, Eigen-CAM) skips the
+  backward pass; its trace has no gradients.
 """
 
 from __future__ import annotations
@@ -52,19 +55,21 @@ Progress = Callable[[int, int], None]
 class CamTrace:
     """Every intermediate of one CAM computation, for teaching and for notebooks.
 
-    Shapes: N images, K channels, (h, w) the layer's spatial size, C classes.
+    Shapes: N images, K channels, ``*spatial`` the layer's spatial size (``(h, w)``, or ``(d, h, w)`` for a 3-D
+    network), C classes.
 
     Attributes:
         logits: ``(N, C)`` scores before softmax (``(N, C, H, W)`` for a segmentation model).
         targets: ``(N,)`` class index explained for each image (the class the objective is about, see
             ``Objective.classes``).
         scores: ``(N,)`` y^c, the explained score before softmax: the objective's value.
-        activations: ``(N, K, h, w)`` the layer's output A, as a channels-first map (a vision transformer's
+        activations: ``(N, K, *spatial)`` the layer's output A, as a channels-first map (a vision transformer's
             patch tokens on their grid, the class token left out).
-        gradients: ``(N, K, h, w)`` dy^c/dA.
-        weights: the method's weights, broadcastable to ``(N, K, h, w)`` (``(N, K, 1, 1)`` for Grad-CAM).
-        weighted_sum: ``(N, h, w)`` sum_k weights_k * A^k, before the ReLU.
-        cam: ``(N, h, w)`` ReLU of ``weighted_sum``: the raw map.
+        gradients: ``(N, K, *spatial)`` dy^c/dA; ``None`` for a method that needs none (Score-CAM, Eigen-CAM:
+            the backward pass is skipped).
+        weights: the method's weights, broadcastable to ``(N, K, *spatial)`` (``(N, K, 1, 1)`` for Grad-CAM).
+        weighted_sum: ``(N, *spatial)`` sum_k weights_k * A^k, before the ReLU.
+        cam: ``(N, *spatial)`` ReLU of ``weighted_sum``: the raw map.
         method: registry name of the method.
         objective: What was explained (``ClassScore`` for a class index).
     """
@@ -73,7 +78,7 @@ class CamTrace:
     targets: Tensor
     scores: Tensor
     activations: Tensor
-    gradients: Tensor
+    gradients: Tensor | None
     weights: Tensor
     weighted_sum: Tensor
     cam: Tensor
@@ -99,7 +104,7 @@ def compute_cam(
     Args:
         model: A classifier returning logits ``(N, C)``, or a segmentation model returning ``(N, C, H, W)``
             (or a dict whose ``"out"`` is that, as torchvision's).
-        inputs: Preprocessed batch ``(N, 3, H, W)``.
+        inputs: Preprocessed batch ``(N, 3, H, W)`` (``(N, C, D, H, W)`` for a 3-D network).
         layer: Target layer, as a dotted module name or the module itself.
         targets: One class index per image (an int applies to all; for a segmentation, the class's predicted
             region), or an :class:`~gradcam_core.objectives.Objective`; ``None`` explains the default
@@ -114,10 +119,10 @@ def compute_cam(
             (multi-label).
 
     Returns:
-        ``(N, h, w)`` float tensor, detached.
+        ``(N, h, w)`` float tensor, detached (``(N, d, h, w)`` for a 3-D network).
 
     Raises:
-        LayerError: the layer is unknown, unused, called more than once, not a feature map (4-D, or a vision
+        LayerError: the layer is unknown, unused, called more than once, not a feature map (4-D, 5-D, or a vision
             transformer's tokens) or cannot change the class score.
         TargetError: a class index is out of range, the number of targets does not match the batch, or the
             objective does not fit the output (a binary logit of a multi-class model, an empty region...).
@@ -163,9 +168,7 @@ def trace_cam(
         finally:
             capture.remove()
         activations = capture.activation(scores)
-        (gradients,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
-        if gradients is None:
-            raise LayerError(f"The class score does not depend on layer {layer_name!r}; pick an earlier layer.")
+        gradients = _gradients(scores, activations, layer_name) if cam_method.needs_gradients else None
         activations = activations.detach()
 
         def scores_of_masked(maps: Tensor) -> Tensor:
@@ -185,6 +188,14 @@ def trace_cam(
         method=cam_method.name,
         objective=objective,
     )
+
+
+def _gradients(scores: Tensor, activations: Tensor, layer_name: str) -> Tensor:
+    """dy^c/dA: the one partial backward from the scores to the layer's leaf."""
+    (gradients,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+    if gradients is None:
+        raise LayerError(f"The class score does not depend on layer {layer_name!r}; pick an earlier layer.")
+    return gradients
 
 
 def masked_batch_size(model: nn.Module, inputs: Tensor) -> int:
@@ -217,12 +228,15 @@ def masked_scores(
     of ``inputs[n] * mask`` for every map of every image (Score-CAM). ``model`` is anything that runs a batch:
     a module, or a gradient-free runner such as onnxruntime's session behind a function.
 
-    Each map is upsampled bilinearly to the input size and min-max scaled to [0, 1]. A constant map has no
+    Each map is upsampled to the input size (bilinearly, or trilinearly for a 3-D network's ``(N, M, d, h, w)``
+    maps) and min-max scaled to [0, 1] over all its spatial dimensions. A constant map has no
     region to show and scores 0 without a forward pass, as in the Score-CAM authors' code. Masks are made
     batch by batch, so memory stays at ``batch_size`` inputs.
     """
     batch, count = maps.shape[:2]
     size = inputs.shape[2:]
+    mode = "trilinear" if maps.ndim == 5 else "bilinear"
+    spatial = tuple(range(2, maps.ndim))
     scores = torch.zeros(batch, count, dtype=inputs.dtype)
     flat = maps.flatten(2)
     informative = [torch.nonzero(flat[n].amax(1) > flat[n].amin(1)).flatten() for n in range(batch)]
@@ -232,9 +246,9 @@ def masked_scores(
             own = objective.for_image(n)
             for start in range(0, len(channels), batch_size):
                 chunk = channels[start : start + batch_size]
-                masks = torch.nn.functional.interpolate(maps[n, chunk, None], size=size, mode="bilinear")
-                low = masks.amin(dim=(2, 3), keepdim=True)
-                span = (masks.amax(dim=(2, 3), keepdim=True) - low).clamp_min(torch.finfo(masks.dtype).tiny)
+                masks = torch.nn.functional.interpolate(maps[n, chunk, None], size=size, mode=mode)
+                low = masks.amin(dim=spatial, keepdim=True)
+                span = (masks.amax(dim=spatial, keepdim=True) - low).clamp_min(torch.finfo(masks.dtype).tiny)
                 output = model(inputs[n : n + 1] * ((masks - low) / span))
                 scores[n, chunk] = own.probability(output, activation).to(scores.dtype)
                 done += len(chunk)
@@ -247,7 +261,8 @@ class _LayerCapture:
     """A one-shot engine hook (:mod:`.hooks`) that swaps the layer's output for a leaf tensor, in this thread only.
 
     The leaf is the output as an ``(N, C, h, w)`` map (channels-last maps permuted, a vision transformer's patch
-    tokens laid on their grid); the rest of the model runs on a copy rebuilt in the output's own layout.
+    tokens laid on their grid; a 5-D output is a 3-D network's channels-first map, taken as it is); the rest of
+    the model runs on a copy rebuilt in the output's own layout.
     """
 
     def __init__(self, model: nn.Module, module: nn.Module, name: str) -> None:

@@ -3,6 +3,7 @@
 Usage::
 
     gradcam IMAGE_OR_FOLDER... --out DIR [--model NAME] [--layer DOTTED] [--target CLASS] [--guided]
+    gradcam IMAGE... --out DIR [--classes NAME=W[,NAME=W...] | --negative | --region MASK.png [--target CLASS]]
     gradcam IMAGE... --out DIR --weights FILE --labels FILE [--source NAME] [--architecture NAME] [--activation sigmoid]
     gradcam --list-models
     gradcam --list-layers MODEL
@@ -10,8 +11,13 @@ Usage::
 
 A folder stands for the image files directly inside it (``formats.UPLOAD_SUFFIXES``: PNG, JPEG, WebP, BMP,
 TIFF, DICOM), in name order.
-Besides the pictures, ``summary.json`` holds everything and ``summary.csv`` one row per image (predictions
-and the map's peak). DICOM files are explained in their own window (first frame).
+Besides the pictures, ``summary.json`` holds everything (the objective explained included) and ``summary.csv``
+one row per image (predictions and the map's peak). DICOM files are explained in their own window (first frame).
+
+Targets beyond one class (:mod:`.objectives`): ``--classes`` a weighted sum of class scores, ``--negative`` the
+evidence against a single-logit binary model's class, ``--region`` a segmentation model's class over a region
+given as a mask image (non-zero pixels, resized to the model's input with nearest neighbours); a segmentation
+model also gets ``<stem>_mask.png``, the predicted classes with the explained region outlined.
 
 Exit status: 0 when every image was explained, 1 when some image failed (the others are still written),
 2 for a usage error or an unknown/unavailable model, layer or class.
@@ -29,18 +35,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .sources import SOURCES, ModelRequest, load_user_model
 from .dicom import is_dicom, read_dicom, render_frame
-from .errors import GradCamError, ImageError
+from .errors import GradCamError, ImageError, TargetError
 from .explain import Explanation, explain
 from .guided import guide
 from .files import open_regular_file
 from .formats import UPLOAD_SUFFIXES
+from .imaging import load_image
 from .layers import resolve_layer
+from .masks import class_colour, mask_picture, region_from_picture
 from .methods import METHODS
 from .models import DEFAULT_MODEL, LoadedModel, available_models, load_model
+from .objectives import BinaryLogit, Objective, RegionScore, WeightedClasses, default_objective
+from .preprocess import to_input
 from .render import COLORMAPS, DEFAULT_COLORMAP, colorize, gradient_to_rgb, overlay, to_png_bytes
 from .tables import csv_table
 from .targets import Prediction, resolve_class
@@ -66,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not listing and args.out is None:
         parser.error("the following arguments are required: --out")
     _check_custom_flags(parser, args)
+    _check_target_flags(parser, args)
     try:
         if args.list_models:
             _list_models()
@@ -76,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         args.images = _expand(args.images)
         loaded = _load(args)
         layer = resolve_layer(loaded.model, args.layer or loaded.default_layer)[0]
-        target = None if args.target is None else resolve_class(args.target, loaded.categories)
+        target = _target(args, loaded)
+        region = None if args.region is None else load_image(args.region)
     except GradCamError as exc:
         print(f"error: {_printable(exc)}", file=sys.stderr)
         return 2
@@ -88,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return _run(args, loaded, layer, target)
+    return _run(args, loaded, layer, target, region)
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:
@@ -143,6 +156,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--layer", metavar="DOTTED", help="target layer (default: the model's default layer)")
     parser.add_argument("--target", metavar="INDEX_OR_NAME", help="class to explain (default: the top-1 class)")
     parser.add_argument("--method", choices=list(METHODS), default="gradcam", help="CAM method (default: gradcam)")
+    targets = parser.add_argument_group("other targets (instead of one class)")
+    targets.add_argument(
+        "--classes", action="append", type=_weighted, metavar="NAME=W[,NAME=W...]",
+        help="explain a weighted sum of class scores, e.g. effusion=1,nodule=0.5 (names or indices; repeatable)",
+    )
+    targets.add_argument(
+        "--negative", action="store_true",
+        help="for a single-logit binary model: explain the evidence for the negative side",
+    )
+    targets.add_argument(
+        "--region", type=Path, metavar="MASK.png",
+        help="for a segmentation model: explain the --target class (default: the top class) over this region "
+        "(non-zero pixels, resized to the model's input); default: the class's predicted region",
+    )
     parser.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity in [0, 1] (default: 0.5)")
     parser.add_argument(
         "--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP, help="heatmap colours (default: jet)"
@@ -203,6 +230,97 @@ def _floats(text: str) -> tuple[float, ...]:
     if len(values) not in (1, 3):
         raise argparse.ArgumentTypeError(f"{text!r} is not 1 or 3 comma-separated numbers")
     return values
+
+
+def _weighted(text: str) -> list[tuple[str, float]]:
+    """argparse type: ``NAME=W`` pairs separated by commas (a name may hold commas: ``tabby, tabby cat=1``)."""
+    pairs: list[tuple[str, float]] = []
+    pending = ""
+    for part in text.split(","):
+        pending = f"{pending},{part}" if pending else part
+        if "=" not in part:
+            continue
+        name, _, weight = pending.rpartition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"the weight of {name.strip()!r} is not a number: {weight!r}") from None
+        if not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"the weight of {name.strip()!r} must be a finite number, not {weight}")
+        if not name.strip():
+            raise argparse.ArgumentTypeError(f"{pending!r} names no class (write NAME=WEIGHT)")
+        pairs.append((name.strip(), value))
+        pending = ""
+    if pending or not pairs:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=WEIGHT pairs separated by commas")
+    return pairs
+
+
+def _check_target_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--target, --classes, --negative and --region ask for different objectives: only --region takes --target."""
+    given = [flag for flag, value in (("--target", args.target), ("--classes", args.classes),
+                                      ("--negative", args.negative), ("--region", args.region)) if value]
+    if len(given) > 1 and given != ["--target", "--region"]:
+        parser.error(f"{given[0]} and {given[1]} ask for different targets: give one")
+
+
+def _target(args: argparse.Namespace, loaded: LoadedModel) -> int | Objective | None:
+    """What --target, --classes or --negative ask of this model (``None``: the default; a region is per image).
+
+    Raises:
+        TargetError: an unknown class, or a flag that does not fit the model (one sentence).
+    """
+    outputs = len(loaded.categories)
+    if args.region is not None and not loaded.segmentation:
+        raise TargetError(f"--region is for a segmentation model; {loaded.title} classifies whole images.")
+    if args.classes and loaded.segmentation:
+        raise TargetError("--classes is for a classifier; a segmentation model explains one class: use --target.")
+    if args.negative and (loaded.segmentation or outputs != 1):
+        raise TargetError(
+            f"--negative is for a model with a single output (a binary logit); {loaded.title} has {outputs} "
+            "classes: use --target CLASS."
+        )
+    if args.negative:
+        return BinaryLogit(positive=False)
+    if args.classes:
+        weights: dict[int, float] = {}
+        for name, weight in (pair for group in args.classes for pair in group):
+            index = resolve_class(name, loaded.categories)
+            if index in weights:
+                raise TargetError(f"--classes names {loaded.categories[index]!r} twice; give each class once.")
+            weights[index] = weight
+        return WeightedClasses(weights)
+    return None if args.target is None else resolve_class(args.target, loaded.categories)
+
+
+def _region_target(picture: Image.Image, mask: Image.Image, loaded: LoadedModel, index: int | None) -> RegionScore:
+    """``index``'s score (default: the top class) over ``mask``, resized to the model's input for ``picture``."""
+    height, width = loaded.preprocessing.input_size(picture.width, picture.height)
+    if index is None:
+        with torch.no_grad():
+            output = loaded.model(to_input(picture, loaded.preprocessing))
+        index = default_objective(output, loaded.activation).index
+    return RegionScore(index, region_from_picture(mask, (height, width)))
+
+
+def _objective_summary(args: argparse.Namespace, loaded: LoadedModel, target: int | Objective | None) -> dict:
+    """What was asked, for summary.json: ``{"type": "weighted classes", "weights": [...]}`` and the like."""
+    if isinstance(target, WeightedClasses):
+        return {"type": "weighted classes", "weights": [
+            {"index": i, "label": loaded.categories[i], "weight": w} for i, w in target.weights]}
+    if isinstance(target, BinaryLogit):
+        return {"type": "binary logit", "evidence": "positive" if target.positive else "negative"}
+    chosen = None if target is None else {"index": target, "label": loaded.categories[target]}
+    if args.region is not None:
+        return {"type": "region", "class": chosen or "top class", "mask": str(args.region)}
+    if loaded.segmentation:
+        return {"type": "predicted region", "class": chosen or "top class"}
+    return {"type": "class", "class": chosen or "top class"}
+
+
+def _mask_colours(loaded: LoadedModel) -> dict[str, str]:
+    """Each class's colour in the ``_mask.png`` pictures, as ``#rrggbb``."""
+    return {label: "#{:02x}{:02x}{:02x}".format(*class_colour(i)) for i, label in enumerate(loaded.categories)}
 
 
 _CUSTOM_OPTIONS = ("source", "architecture", "labels", "activation", "input_size", "mean", "std", "grayscale")
@@ -288,6 +406,9 @@ def _audit(argv: list[str]) -> int:
     model_args = model_parser.parse_args(rest)
     if model_args.images or model_args.list_models or model_args.list_layers is not None:
         model_parser.error(f"gradcam audit takes one SOURCE; unrecognized arguments: {' '.join(rest)}")
+    if model_args.classes or model_args.negative or model_args.region is not None:
+        model_parser.error("gradcam audit explains one class per image: --classes, --negative and --region are not "
+                           "taken")
     _check_custom_flags(model_parser, model_args)
     bar: list[_Progress] = []
 
@@ -349,8 +470,14 @@ def _list_layers(loaded: LoadedModel) -> None:
         print(f"{'*' if default else ' '} {info.describe()}{'  (default)' if default else ''}")
 
 
-def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int | None) -> int:
-    """Explain every image, write its outputs and the summary; return 0, 1 (some image failed) or 2."""
+def _run(
+    args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int | Objective | None,
+    region: Image.Image | None,
+) -> int:
+    """Explain every image, write its outputs and the summary; return 0, 1 (some image failed) or 2.
+
+    ``region`` is the mask image of --region (made each image's region at its input size).
+    """
     images: list[Path] = args.images
     show = len(images) >= PROGRESS_MIN_IMAGES and (args.progress or sys.stderr.isatty())
     progress = _Progress(len(images), enabled=show)
@@ -360,7 +487,12 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
     for done, (path, stem) in enumerate(zip(images, _unique_stems(images)), start=1):
         progress.update(done - 1, _printable(path.name))
         try:
-            result = explain(_picture(path), loaded, layer, target, args.method)
+            picture = _picture(path)
+            objective = target
+            if region is not None:
+                picture = load_image(picture)
+                objective = _region_target(picture, region, loaded, target)
+            result = explain(picture, loaded, layer, objective, args.method)
             outputs = _write_outputs(result, args.out, stem, args.alpha, args.colormap)
             if args.guided:
                 outputs.update(_write_guided(result, loaded, args.out, stem))
@@ -375,6 +507,9 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
         else:
             explained.append(_image_summary(path, result, outputs))
             rows.append((str(path), result))
+            if result.notice is not None:  # computed another way than asked, e.g. through onnxruntime
+                progress.clear()
+                print(f"note: {_printable(path)}: {_printable(result.notice)}", file=sys.stderr)
             continue
         progress.clear()
         print(f"error: {_printable(path)}: {_printable(message)}", file=sys.stderr)
@@ -385,6 +520,8 @@ def _run(args: argparse.Namespace, loaded: LoadedModel, layer: str, target: int 
         "activation": loaded.activation,
         "layer": layer,
         "method": args.method,
+        "objective": _objective_summary(args, loaded, target),
+        **({"mask_colours": _mask_colours(loaded)} if loaded.segmentation else {}),
         "colormap": args.colormap,
         "alpha": args.alpha,
         "images": explained,
@@ -424,6 +561,10 @@ def _write_outputs(result: Explanation, out: Path, stem: str, alpha: float, colo
     (out / names["overlay"]).write_bytes(to_png_bytes(overlay(result.image, result.heatmap, alpha, colormap)))
     (out / names["heatmap"]).write_bytes(to_png_bytes(colorize(result.heatmap, colormap)))
     np.save(out / names["heatmap_npy"], result.heatmap, allow_pickle=False)
+    if result.segmentation is not None:
+        names["mask"] = f"{stem}_mask.png"
+        picture = mask_picture(result.segmentation, result.region, (result.image.height, result.image.width))
+        (out / names["mask"]).write_bytes(to_png_bytes(picture))
     return names
 
 
@@ -447,6 +588,7 @@ def _image_summary(path: Path, result: Explanation, outputs: dict[str, str]) -> 
         "predictions": [_prediction(p) for p in result.predictions],
         "input_size": list(result.input_size),
         "strength": result.strength,
+        "notice": result.notice,
     }
 
 

@@ -38,7 +38,7 @@ from .files import read_bounded
 from .imaging import DEFAULT_MAX_BYTES, MAX_JPEG_SCANS, MAX_PIXELS, jpeg_counts
 from .units import format_megapixels, format_size, plural
 
-__all__ = ["DicomImage", "Window", "is_dicom", "read_dicom", "render_frame"]
+__all__ = ["DicomImage", "Window", "apply_window", "is_dicom", "percentile_window", "read_dicom", "render_frame"]
 
 _CORRUPT = "The file is not a readable DICOM file (truncated or corrupt)."
 _NOT_DICOM = "The file is not a DICOM file (it has no DICM marker)."
@@ -228,8 +228,8 @@ def render_frame(image: DicomImage, frame: int = 0, window: Window | None = None
         return Image.fromarray(rgb, mode="RGB")
     window = window if window is not None else image.default_window
     if window is None:  # defensive: greyscale images always have one
-        window = _percentile_window(values)
-    grey = _apply_window(values, window)
+        window = percentile_window(values)
+    grey = apply_window(values, window)
     if image.photometric == "MONOCHROME1":
         np.subtract(255, grey, out=grey)
     return Image.fromarray(grey, mode="L").convert("RGB")
@@ -322,7 +322,7 @@ def _decode(data: bytes, max_pixels: int) -> DicomImage:
             values = apply_modality_lut(raw, ds).astype(np.float32)
         else:
             values = _rescale(raw, *_rescale_parameters(ds, raw.shape[0]))
-        default_window = _file_window(ds) or _percentile_window(values)
+        default_window = _file_window(ds) or percentile_window(values)
     else:
         if photometric == _PALETTE:
             raw = apply_color_lut(raw, ds)
@@ -589,7 +589,7 @@ def _file_window(ds: Any) -> Window | None:
     return None
 
 
-def _percentile_window(values: np.ndarray) -> Window:
+def percentile_window(values: np.ndarray) -> Window:
     """A window over the 0.5-99.5 percentiles of the finite values (sampled when large)."""
     flat = values.reshape(-1)
     if flat.size > 4_000_000:
@@ -605,7 +605,7 @@ def _percentile_window(values: np.ndarray) -> Window:
     return Window((lo + hi) / 2.0, hi - lo)
 
 
-def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     """Linear VOI window (PS3.3 C.11.2.1.2.1) to uint8 0..255."""
     center, width = window.center, window.width
     x = values.astype(np.float64)  # keeps 32-bit data exact

@@ -11,7 +11,9 @@ from PIL import Image
 from torch import Tensor
 
 from .cam import CamTrace, Progress, trace_cam
+from .errors import MethodError
 from .imaging import load_image
+from .methods import get_method
 from .models import LoadedModel, shared_model
 from .preprocess import to_input
 from .objectives import Objective, RegionScore, class_probabilities
@@ -49,6 +51,8 @@ class ExplanationSummary:
         segmentation: For a segmentation model, the ``(H, W)`` int16 class the model gives each pixel (its
             arg-max), at the output's size (the input's, for most models): resize it with nearest neighbours.
         region: For a region objective, the ``(H, W)`` bool region whose score was explained, at the same size.
+        notice: One sentence when the map was not computed on the model itself: the model could not be trusted
+            on this input (``LoadedModel.check_input``), so another runtime computed it (``runtime_cam``).
     """
 
     raw_map: np.ndarray
@@ -62,6 +66,7 @@ class ExplanationSummary:
     input_size: tuple[int, int]
     segmentation: np.ndarray | None = field(default=None, kw_only=True)
     region: np.ndarray | None = field(default=None, kw_only=True)
+    notice: str | None = field(default=None, kw_only=True)
 
     def heatmap_at(self, shape: tuple[int, ...]) -> np.ndarray:
         """The heatmap (float32 in [0, 1]) at the height and width of ``shape``; at the picture's size it equals
@@ -126,6 +131,10 @@ def explain(
         progress: ``progress(done, total)`` for methods that run many forward passes (Score-CAM); an exception
             raised by it cancels the explanation cleanly.
 
+    A gradient-free model (``LoadedModel.gradient_free``), or an input the model cannot be trusted on
+    (``LoadedModel.check_input``), is explained by ``LoadedModel.runtime_cam`` with a method that needs no
+    gradients; a method that does is refused with the model's reason.
+
     Raises:
         GradCamError: (a subclass of) for a bad image, model, layer, class or method, with a one-sentence message.
     """
@@ -135,9 +144,18 @@ def explain(
     if target is not None and not isinstance(target, Objective):
         target = resolve_class(target, loaded.categories)
     layer_name = layer or loaded.default_layer_for(method)
-    trace = trace_cam(
-        loaded.model, inputs, layer_name, target, method, progress=progress, activation=loaded.activation
-    )
+    notice = None if loaded.gradient_free is not None or loaded.check_input is None else loaded.check_input(inputs)
+    reason = loaded.gradient_free or notice
+    if reason is None:
+        trace = trace_cam(
+            loaded.model, inputs, layer_name, target, method, progress=progress, activation=loaded.activation
+        )
+    elif get_method(method).needs_gradients or loaded.runtime_cam is None:
+        raise MethodError(reason)
+    else:
+        trace = loaded.runtime_cam(
+            inputs, layer_name, target, method, progress=progress, activation=loaded.activation
+        )
     raw_map = trace.cam[0].numpy().astype(np.float32)
     objective, output = trace.objective.for_image(0), trace.logits[:1]
     return Explanation(
@@ -158,6 +176,7 @@ def explain(
         input_size=(inputs.shape[2], inputs.shape[3]),
         segmentation=output[0].argmax(dim=0).numpy().astype(np.int16) if output.ndim == 4 else None,
         region=objective.region(output.shape[2:])[0].numpy() if isinstance(objective, RegionScore) else None,
+        notice=notice,
         trace=trace if keep_trace else None,
     )
 

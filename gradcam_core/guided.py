@@ -3,6 +3,8 @@
 Guided backpropagation is the gradient of the class score (before softmax) with respect to the input, where
 the backward pass through every guided activation lets only positive gradients through, at positive inputs.
 Guided Grad-CAM multiplies it by the Grad-CAM map upsampled to the input: fine detail, class-discriminative.
+Both work on a 3-D network's volumes ``(N, C, D, H, W)`` too (its ``nn.ReLU`` modules are guided alike; the map
+is upsampled trilinearly).
 
 Which activations are guided: ``nn.ReLU`` and ``nn.ReLU6`` *modules* (:data:`GUIDED_ACTIVATIONS`). Captum
 guides ``nn.ReLU`` only; the built-in EfficientNet-Lite0 uses ``nn.ReLU6`` modules throughout, so it is
@@ -80,7 +82,7 @@ def guided_backprop(model: nn.Module, inputs: Tensor, targets: Targets = None) -
 
     Args:
         model: A classifier returning logits ``(N, C)``.
-        inputs: Preprocessed batch ``(N, 3, H, W)`` (left untouched).
+        inputs: Preprocessed batch ``(N, 3, H, W)``, or volumes ``(N, C, D, H, W)`` (left untouched).
         targets: One class index per image (an int applies to all); ``None`` explains the top-1 class.
 
     Returns:
@@ -102,7 +104,8 @@ def guided_gradcam(
     *,
     activation: str = "softmax",
 ) -> Tensor:
-    """Guided Grad-CAM: guided backpropagation times the raw CAM map upsampled bilinearly to the input size.
+    """Guided Grad-CAM: guided backpropagation times the raw CAM map upsampled bilinearly to the input size
+    (trilinearly for volumes ``(N, C, D, H, W)``).
 
     The map is :func:`gradcam_core.compute_cam`'s (after ReLU, not normalised), upsampled like the engine's
     heatmaps (bilinear, ``align_corners=False``); Captum's ``GuidedGradCam`` upsamples with nearest by default
@@ -127,7 +130,8 @@ def guided_gradcam(
     """
     trace = trace_cam(model, inputs, layer, targets, method, activation=activation)
     gradients, _ = _guided_gradients(model, inputs, trace.targets)
-    cam = F.interpolate(trace.cam[:, None], size=inputs.shape[2:], mode="bilinear", align_corners=False)
+    mode = "trilinear" if inputs.ndim == 5 else "bilinear"
+    cam = F.interpolate(trace.cam[:, None], size=inputs.shape[2:], mode=mode, align_corners=False)
     return gradients * cam
 
 
@@ -174,7 +178,7 @@ def guide(explanation: Explanation, model: LoadedModel) -> GuidedExplanation:
 
 
 def _guided_gradients(model: nn.Module, inputs: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
-    """Guided gradients ``(N, C, H, W)`` and the class indices ``(N,)`` they explain."""
+    """Guided gradients of the inputs' shape and the class indices ``(N,)`` they explain."""
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         leaf = inputs.detach().clone().requires_grad_(True)
         with _guided_activations(model):

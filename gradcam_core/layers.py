@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,25 +32,30 @@ NEGATIVE_SHARE = 0.1
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A module whose output is a feature map.
+    """A module whose output is a feature map (2-D, or 3-D for a network on volumes).
 
     Attributes:
         name: Dotted module name, e.g. ``"layer4"`` or ``"features.29"``.
         kind: The module's class name, e.g. ``"Sequential"``.
-        shape: Shape ``(channels, height, width)`` of the output as a feature map, for the probe input.
+        shape: Shape ``(channels, height, width)`` of the output as a feature map, for the probe input;
+            ``(channels, depth, height, width)`` for a 3-D network's 5-D output.
         layout: How the output holds that map: ``"nchw"``, ``"nhwc"`` (channels-last, as in Swin) or
             ``"tokens"`` (a vision transformer's patch tokens); see :mod:`gradcam_core.layouts`.
     """
 
     name: str
     kind: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     layout: Layout = "nchw"
 
     def describe(self) -> str:
-        """Human-readable label such as ``layer4 (Sequential) · 2048×7×7``."""
-        channels, height, width = self.shape
-        return f"{self.name} ({self.kind}) · {channels}×{height}×{width}"
+        """Human-readable label such as ``layer4 (Sequential) · 2048×7×7`` (``512×2×7×7`` for a 3-D map)."""
+        return f"{self.name} ({self.kind}) · {'×'.join(map(str, self.shape))}"
+
+    @property
+    def cells(self) -> int:
+        """Locations of the map: ``height * width`` (``depth * height * width`` for a 3-D map)."""
+        return math.prod(self.shape[1:])
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -75,20 +81,22 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
 
 
 def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 224)) -> list[LayerInfo]:
-    """Modules whose output is a feature map (more than 1×1), in the order the forward pass produces them.
+    """Modules whose output is a feature map (more than 1×1, or 1×1×1 in 3-D), in the order the forward pass
+    produces them.
 
     Example: ``[info.name for info in candidate_layers(resnet)][-1]  # "layer4"``.
 
     Channels-first and channels-last 4-D maps count, and so do a vision transformer's tokens, seen as a map on
-    the patch grid (see :mod:`gradcam_core.layouts`). Modules called more than once per forward (a shared
-    activation, say) are left out: their output is ambiguous as a target; so are placeholders that only pass,
-    pad or permute their input (identity, dropout, padding, permute), and transformer layers after the last
-    attention, whose patch tokens never reach the class token. The model is probed with one forward pass
-    without gradients, in eval mode.
+    the patch grid, and a 3-D network's 5-D channels-first maps (see :mod:`gradcam_core.layouts`). Modules called
+    more than once per forward (a shared activation, say) are left out: their output is ambiguous as a target; so
+    are placeholders that only pass, pad or permute their input (identity, dropout, padding, permute), and
+    transformer layers after the last attention, whose patch tokens never reach the class token. The model is
+    probed with one forward pass without gradients, in eval mode.
 
     Args:
         model: The classifier.
-        probe: A sample input batch, or the ``(height, width)`` of a zero image to probe with.
+        probe: A sample input batch (``(1, C, D, H, W)`` for a 3-D network), or the ``(height, width)`` of a zero
+            image to probe with.
     """
     if not isinstance(probe, Tensor):
         probe = torch.zeros(1, 3, *probe)
@@ -99,9 +107,9 @@ def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 2
         layout = tracker.layout(output)
         if layout is None or name in seen or _is_placeholder(module):
             return
-        shape = tuple(to_map(output, layout, tracker.grid).shape[1:])
-        if shape[1] * shape[2] > 1:
-            seen[name] = LayerInfo(name, type(module).__name__, shape, layout), tracker.attention_calls
+        info = LayerInfo(name, type(module).__name__, tuple(to_map(output, layout, tracker.grid).shape[1:]), layout)
+        if info.cells > 1:
+            seen[name] = info, tracker.attention_calls
 
     try:
         calls = probe_forward(model, probe, observe)
@@ -165,10 +173,15 @@ _PLACEHOLDERS = (
     nn.Identity,
     nn.Dropout,
     nn.Dropout2d,
+    nn.Dropout3d,
     nn.ZeroPad2d,
+    nn.ZeroPad3d,
     nn.ConstantPad2d,
+    nn.ConstantPad3d,
     nn.ReflectionPad2d,
+    nn.ReflectionPad3d,
     nn.ReplicationPad2d,
+    nn.ReplicationPad3d,
     Permute,
 )
 
@@ -192,8 +205,8 @@ def segmentation_layer(layers: Sequence[LayerInfo], classes: int) -> str:
     to them: its Grad-CAM only redraws the score map. The deepest map is what the network saw to decide.
     Example: ``segmentation_layer(candidate_layers(fcn), 3)  # "classifier.2"`` (FCN's head, before its 1×1 conv).
     """
-    smallest = min(info.shape[1] * info.shape[2] for info in layers)
-    deepest = [info.name for info in layers if info.shape[1] * info.shape[2] == smallest]
+    smallest = min(info.cells for info in layers)
+    deepest = [info.name for info in layers if info.cells == smallest]
     hidden = [info.name for info in layers if info.name in deepest and info.shape[0] != classes]
     return (hidden or deepest)[-1]
 

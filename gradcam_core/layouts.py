@@ -1,8 +1,11 @@
-"""Layer output layouts: how a module's output becomes an ``(N, C, h, w)`` feature map, and back.
+"""Layer output layouts: how a module's output becomes an ``(N, C, h, w)`` feature map (``(N, C, d, h, w)`` for a
+3-D network), and back.
 
 Three layouts are understood, all decided from the model's own modules, never guessed from sizes:
 
-* ``"nchw"``: a 4-D channels-first map, the layout of convolutional networks.
+* ``"nchw"``: a 4-D channels-first map, the layout of convolutional networks; a 5-D output is a 3-D network's
+  channels-first map ``(N, C, d, h, w)`` (MONAI's 3-D networks, torchvision's video ResNets), read the same way.
+  The other layouts are 2-D only: a 5-D output inside a permuted region (Swin3D's channels-last blocks) is none.
 * ``"nhwc"``: a 4-D channels-last map. torchvision switches to it with a ``Permute([0, 2, 3, 1])`` module and
   back with ``Permute([0, 3, 1, 2])`` (Swin Transformer's stages, ConvNeXt's block internals); a 4-D output is
   channels-last when the last such module that returned before it switched to channels-last. A timm module
@@ -93,6 +96,8 @@ class LayoutTracker:
             if self._partitioned or self._channels_last is None:
                 return None
             return "nhwc" if self._channels_last else "nchw"
+        if output.ndim == 5:
+            return "nchw" if self._channels_last is False and not self._partitioned else None
         if output.ndim == 3 and self.grid is not None:
             prefix = output.shape[1] - self.grid[0] * self.grid[1]
             return "tokens" if 1 <= prefix <= MAX_PREFIX_TOKENS else None
@@ -118,7 +123,8 @@ class LayoutTracker:
 
 
 def to_map(output: Tensor, layout: Layout, grid: tuple[int, int] | None) -> Tensor:
-    """The ``(N, C, h, w)`` feature map of a module output (a view unless tokens, whose prefix tokens are dropped).
+    """The ``(N, C, h, w)`` (or ``(N, C, d, h, w)``) feature map of a module output (a view unless tokens, whose
+    prefix tokens are dropped).
 
     Example: ``to_map(tokens, "tokens", (14, 14)).shape  # (N, 768, 14, 14) from (N, 197, 768)``.
     """

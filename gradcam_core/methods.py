@@ -1,9 +1,11 @@
 """CAM methods: how the target layer's activations A (and gradients dA) become per-location weights.
 
 Every method is a function ``CamInputs -> weights`` whose result broadcasts against the activations
-``(N, K, h, w)``; the map is then ``ReLU(sum_k weights_k * A^k)``. Adding a method is adding one function and
-one registry entry. Gradient methods read ``inputs.gradients``; Score-CAM asks the model about masked copies
-of the input through ``inputs.masked_scores``; Eigen-CAM reads the activations only.
+``(N, K, *spatial)`` (``(h, w)`` for an image model, ``(d, h, w)`` for a 3-D one: every method reduces over all
+spatial dimensions, one implementation for both); the map is then ``ReLU(sum_k weights_k * A^k)``. Adding a
+method is adding one function and one registry entry. Gradient methods read ``inputs.gradients``; Score-CAM asks
+the model about masked copies of the input through ``inputs.masked_scores``; Eigen-CAM reads the activations
+only.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ class CamInputs:
     """What a method may use to weight the channels.
 
     Attributes:
-        activations: ``(N, K, h, w)`` the layer's output A.
-        gradients: ``(N, K, h, w)`` dy^c/dA of each image's target class score.
-        masked_scores: ``maps (N, M, h, w) -> (N, M)``: each image's target-class probability (softmax, or
+        activations: ``(N, K, *spatial)`` the layer's output A.
+        gradients: ``(N, K, *spatial)`` dy^c/dA of each image's target class score; ``None`` for a method that
+            does not need them (``CamMethod.needs_gradients`` false), whose backward pass is skipped.
+        masked_scores: ``maps (N, M, *spatial) -> (N, M)``: each image's target-class probability (softmax, or
             sigmoid for a multi-label model) when its input is multiplied by each map, upsampled to the input
             size and min-max scaled to [0, 1] (Score-CAM's masks); batched, reports progress.
     """
 
     activations: Tensor
-    gradients: Tensor
+    gradients: Tensor | None
     masked_scores: Callable[[Tensor], Tensor]
 
 
@@ -47,15 +50,15 @@ class CamMethod:
         name: Registry key, e.g. ``"gradcam"``.
         title: Name shown to users.
         description: One sentence on what the map shows.
-        weights: ``CamInputs -> weights`` broadcastable to ``(N, K, h, w)``.
+        weights: ``CamInputs -> weights`` broadcastable to ``(N, K, *spatial)``.
         forward_passes: Whether the method runs the model once per channel (slow: show progress).
         nonnegative_weights: Whether its weights are never negative, so its map is positive only where the
             activations are: such a method explains an activated layer by default (``activated_layer``).
         use: One sentence on when to choose it.
         class_specific: Whether the map depends on the explained class (Eigen-CAM's does not).
         counter_evidence: Whether the map shows evidence *against* the class (counterfactual).
-        elementwise: Whether its weights are maps ``(N, K, h, w)`` that weight every location separately
-            (HiResCAM, LayerCAM) rather than one number per channel ``(N, K, 1, 1)``.
+        elementwise: Whether its weights are maps ``(N, K, *spatial)`` that weight every location separately
+            (HiResCAM, LayerCAM) rather than one number per channel ``(N, K, 1, 1)`` (``(N, K, 1, 1, 1)`` in 3-D).
         needs_gradients: Whether it reads ``CamInputs.gradients``; the others (Score-CAM, Eigen-CAM) also explain
             a model that can only be run, not differentiated (an ONNX graph through onnxruntime).
     """
@@ -73,9 +76,14 @@ class CamMethod:
     needs_gradients: bool = True
 
 
+def _spatial(x: Tensor) -> tuple[int, ...]:
+    """The spatial dimensions of an ``(N, K, *spatial)`` tensor: ``(2, 3)``, or ``(2, 3, 4)`` for a volume."""
+    return tuple(range(2, x.ndim))
+
+
 def _gradcam_weights(inputs: CamInputs) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017, eq. 1): alpha_k = spatial mean of dy^c/dA^k."""
-    return inputs.gradients.mean(dim=(2, 3), keepdim=True)
+    return inputs.gradients.mean(dim=_spatial(inputs.gradients), keepdim=True)
 
 
 def _counterfactual_weights(inputs: CamInputs) -> Tensor:
@@ -88,17 +96,19 @@ def _gradcam_pp_weights(inputs: CamInputs) -> Tensor:
     a_ij = g_ij^2 / (2 g_ij^2 + sum_ab A_ab g_ij^3), and a_ij = 0 where the gradient is 0."""
     activations, gradients = inputs.activations, inputs.gradients
     squared = gradients.pow(2)
-    denominator = 2 * squared + activations.sum(dim=(2, 3), keepdim=True) * squared * gradients
+    dims = _spatial(activations)
+    denominator = 2 * squared + activations.sum(dim=dims, keepdim=True) * squared * gradients
     safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
     alpha = torch.where(gradients != 0, squared / safe, torch.zeros_like(squared))
-    return (alpha * torch.relu(gradients)).sum(dim=(2, 3), keepdim=True)
+    return (alpha * torch.relu(gradients)).sum(dim=dims, keepdim=True)
 
 
 def _xgradcam_weights(inputs: CamInputs) -> Tensor:
     """XGrad-CAM (Fu et al. 2020, eq. 9): w_k = sum_ij (A_ij / sum_ab A_ab) g_ij (0 for an all-zero map)."""
     activations, gradients = inputs.activations, inputs.gradients
-    total = activations.sum(dim=(2, 3), keepdim=True)
-    weighted = (activations * gradients).sum(dim=(2, 3), keepdim=True)
+    dims = _spatial(activations)
+    total = activations.sum(dim=dims, keepdim=True)
+    weighted = (activations * gradients).sum(dim=dims, keepdim=True)
     return torch.where(total != 0, weighted / torch.where(total != 0, total, torch.ones_like(total)), 0.0)
 
 
@@ -116,21 +126,23 @@ def _scorecam_weights(inputs: CamInputs) -> Tensor:
     """Score-CAM (Wang et al. 2020, alg. 1): alpha_k = probability of the class (softmax, or sigmoid for a
     multi-label model) for the input masked by the upsampled, min-max scaled A^k. Gradient-free; one forward
     pass per channel (batched)."""
-    return inputs.masked_scores(inputs.activations)[:, :, None, None]
+    scores = inputs.masked_scores(inputs.activations)
+    return scores.reshape(*scores.shape, *(1,) * (inputs.activations.ndim - 2))
 
 
 def _eigencam_weights(inputs: CamInputs) -> Tensor:
     """Eigen-CAM (Muhammad & Yeasin 2020): project A onto its first principal direction, i.e. weights = the
-    first right singular vector of A reshaped to (h*w, K); sign chosen so the map's sum is positive.
+    first right singular vector of A reshaped to (h*w, K) (d*h*w for a volume); sign chosen so the map's sum is
+    positive.
     Class-agnostic: it shows the dominant features, whatever the class."""
     activations = inputs.activations
     batch, channels = activations.shape[:2]
-    flat = activations.reshape(batch, channels, -1).transpose(1, 2).double()  # (N, hw, K)
+    flat = activations.reshape(batch, channels, -1).transpose(1, 2).double()  # (N, hw or dhw, K)
     _, _, vh = torch.linalg.svd(flat, full_matrices=False)
     direction = vh[:, 0, :]  # (N, K)
     sign = torch.sign((flat @ direction[:, :, None]).sum(dim=(1, 2)))
     direction = direction * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
-    return direction.to(activations.dtype)[:, :, None, None]
+    return direction.to(activations.dtype).reshape(batch, channels, *(1,) * (activations.ndim - 2))
 
 
 METHODS: dict[str, CamMethod] = {

@@ -6,17 +6,21 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
 from .efficientnet_lite import build_efficientnet_lite0, lite0_weights_path
 from .errors import ModelError, ModelUnavailableError
 from .layers import LayerInfo, activated_layer, candidate_layers
-from .methods import get_method
+from .methods import METHODS, get_method
 from .preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from .cam import CamTrace
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -53,6 +57,13 @@ class LoadedModel:
             as ``default_layer``.
         segmentation: Whether the model segments: its output (or a dict's ``"out"``) holds one score per class
             and pixel, ``(N, C, H, W)``; then a target is a class over a region (``objectives.RegionScore``).
+        gradient_free: Why only the methods without gradients (``CamMethod.needs_gradients`` false) can explain
+            this model, in one sentence; ``None``: every method can. Such a model is explained by ``runtime_cam``.
+        check_input: Called on each input batch before explaining it: ``None`` when ``model`` can be trusted on
+            it, else one sentence on why not; the input is then explained by ``runtime_cam`` (e.g. an ONNX
+            conversion that disagrees with onnxruntime on this image).
+        runtime_cam: ``trace_cam`` without ``model``, for the methods without gradients, run by another runtime
+            (onnxruntime); its trace has no ``gradients``.
     """
 
     name: str
@@ -67,6 +78,17 @@ class LoadedModel:
     weights_sha256: str | None = None
     activated_layer: str | None = None
     segmentation: bool = False
+    gradient_free: str | None = None
+    check_input: Callable[[Tensor], str | None] | None = field(default=None, repr=False)
+    runtime_cam: Callable[..., CamTrace] | None = field(default=None, repr=False)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Registry names of the methods that can explain this model: every method, or only those without
+        gradients for a gradient-free model (``("scorecam", "eigencam")``)."""
+        return tuple(
+            name for name, method in METHODS.items() if self.gradient_free is None or not method.needs_gradients
+        )
 
     def default_layer_for(self, method: str) -> str:
         """The layer ``method`` explains by default: ``default_layer``, or for a method with non-negative

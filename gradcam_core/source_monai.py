@@ -31,7 +31,10 @@ from .models import LoadedModel
 from .preprocess import Preprocessing, per_channel
 from .sources import ModelRequest
 
-__all__ = ["BUNDLE_TARGETS", "NETWORKS", "MonaiNetwork", "load", "load_bundle", "load_named"]
+__all__ = [
+    "BUNDLE_TARGETS", "NETWORKS", "MonaiNetwork", "build_network", "channels_and_classes", "construct_network", "load",
+    "load_bundle", "load_named",
+]
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ NETWORKS: Mapping[str, MonaiNetwork] = _networks()
 efficientnet-b0 to b7."""
 
 BUNDLE_TARGETS = frozenset({"DenseNet", "EfficientNetBN", "SEResNet50", "SEResNet101", "SEResNet152", "SEResNext50",
-                            "SEResNext101", "DenseNet121", "DenseNet169", "DenseNet201", "DenseNet264"})
-"""``_target_`` names a bundle's ``network_def`` may use (bare, or as ``monai.networks.nets.<name>``)."""
+                            "SEResNext101", "DenseNet121", "DenseNet169", "DenseNet201", "DenseNet264", "UNet"})
+"""``_target_`` names a bundle's ``network_def`` may use (bare, or as ``monai.networks.nets.<name>``): the
+classifiers, and the UNet segmentation network (its classes are its ``out_channels``)."""
 
 _BUNDLE_CONFIG = "configs/inference.json"
 _METADATA = "configs/metadata.json"
@@ -119,8 +123,8 @@ def load_named(request: ModelRequest) -> LoadedModel:
         raise ModelError("A MONAI model needs its class names: give a labels file.")
     weights = read_bounded(request.weights, request.max_bytes, what="weights file", error=ModelError)
     state = read_state_dict(weights, request.max_bytes)
-    arguments = {**network.fixed, "spatial_dims": 2, **_channels_and_classes(network, state)}
-    model = _build(network.target, arguments, state)
+    arguments = {**network.fixed, "spatial_dims": 2, **channels_and_classes(network, state)}
+    model = build_network(network.target, arguments, state)
     return _assemble(model, request, weights, network.target, arguments[network.channels],
                      read_labels(request.labels, arguments[network.classes]), None)
 
@@ -147,8 +151,8 @@ def load_bundle(request: ModelRequest) -> LoadedModel:
     target, arguments = _network_def(config)
     metadata = json_object(files[_METADATA], "MONAI bundle's configs/metadata.json") if _METADATA in files else {}
     state = read_state_dict(weights, request.max_bytes)
-    model = _build(target, arguments, state)
-    classes = _outputs(model, state)
+    model = build_network(target, arguments, state)
+    classes = _outputs(model, state) if target != "UNet" else int(arguments["out_channels"])
     labels = request.labels if request.labels is not None else _metadata_labels(metadata)
     if labels is None:
         raise ModelError("The MONAI bundle's metadata names no classes: give a labels file.")
@@ -177,11 +181,11 @@ def _is_bundle(source: object) -> bool:
     return head == b"PK\x03\x04" and _BUNDLE_CONFIG.encode() in tail
 
 
-def _channels_and_classes(network: MonaiNetwork, state: Mapping[str, Tensor]) -> dict[str, int]:
+def channels_and_classes(network: MonaiNetwork, state: Mapping[str, Tensor]) -> dict[str, int]:
     """Input channels (the first convolution's) and classes (the last linear layer's), read from the weights."""
     with torch.device("meta"):
         probe = {**network.fixed, "spatial_dims": 2, network.channels: 1, network.classes: 1}
-        empty = _construct(network.target, probe)
+        empty = construct_network(network.target, probe)
     shapes = empty.state_dict()
     first = next(key for key, value in shapes.items() if value.ndim >= 3)
     last = [key for key, value in shapes.items() if value.ndim == 2][-1]
@@ -191,7 +195,8 @@ def _channels_and_classes(network: MonaiNetwork, state: Mapping[str, Tensor]) ->
     return {network.channels: int(state[first].shape[1]), network.classes: int(state[last].shape[0])}
 
 
-def _construct(target: str, arguments: Mapping[str, object]) -> nn.Module:
+def construct_network(target: str, arguments: Mapping[str, object]) -> nn.Module:
+    """``monai.networks.nets.<target>(**arguments)``; a failure is one sentence (``ModelError``)."""
     from monai.networks import nets
 
     try:
@@ -200,10 +205,10 @@ def _construct(target: str, arguments: Mapping[str, object]) -> nn.Module:
         raise ModelError(f"The MONAI {target} cannot be built with these settings ({type(exc).__name__}).") from exc
 
 
-def _build(target: str, arguments: Mapping[str, object], state: Mapping[str, Tensor]) -> nn.Module:
+def build_network(target: str, arguments: Mapping[str, object], state: Mapping[str, Tensor]) -> nn.Module:
     """The network with ``state`` loaded strictly; its size checked on an empty copy before it is allocated."""
     with torch.device("meta"):
-        expected = _construct(target, arguments).state_dict()
+        expected = construct_network(target, arguments).state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
@@ -214,7 +219,7 @@ def _build(target: str, arguments: Mapping[str, object], state: Mapping[str, Ten
     if wrong is not None:
         raise ModelError(f"The weights do not fit the MONAI {target}: {wrong!r} is {tuple(state[wrong].shape)} in "
                          f"the weights but {tuple(expected[wrong].shape)} in the network.")
-    model = _construct(target, arguments)
+    model = construct_network(target, arguments)
     model.load_state_dict(state, strict=True)
     return model.float().eval()
 

@@ -3,22 +3,24 @@
 The graph is parsed without loading external data and refused when it points outside the file, uses an operator
 outside the standard ONNX domain, fails ONNX's own checker or is too large. onnx2torch turns it into a
 ``torch.fx.GraphModule`` whose modules (one per ONNX node, e.g. ``"layer4/layer4/1/relu_1/Relu"``) are the
-candidate layers, so every method explains it. Before it is trusted, the converted module must give
-onnxruntime's outputs (within :data:`TOLERANCE`) on a seeded random input; :func:`check_against_onnxruntime`
-repeats that check on a user's image::
+candidate layers, so every method explains it. The converted module must give onnxruntime's outputs (within
+:data:`TOLERANCE`) on a seeded random input when loaded, and on every input before it is explained
+(``LoadedModel.check_input``, called by ``explain``); :func:`check_against_onnxruntime` tells the difference::
 
     loaded = load(ModelRequest(weights="chest.onnx", labels="classes.txt"))
     check_against_onnxruntime(loaded, load_image("xray.png"))   # largest difference, e.g. 2e-07
 
-A graph that cannot be converted, or whose conversion differs, is refused with one sentence naming the first
-operator at fault: Score-CAM would only need outputs, but the engine's ``trace_cam`` differentiates for every
-method, so no method can run through onnxruntime yet.
+A graph that cannot be converted, or whose conversion differs on the probe, is loaded gradient-free
+(:mod:`.onnx_runtime`): only the methods without gradients (Score-CAM, Eigen-CAM) explain it, through
+onnxruntime, and ``LoadedModel.gradient_free`` says why in one sentence naming the operator at fault. A
+conversion that differs on one image only is explained the same way for that image.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +32,12 @@ from torch import Tensor, fx, nn
 from .assembly import assemble_model
 from .errors import ModelError
 from .files import path_of, read_bounded
+from .hooks import forward_hook
 from .labels import read_labels
+from .methods import METHODS
 from .models import LoadedModel
+from .modes import eval_mode
+from .onnx_runtime import OnnxReference, RuntimeGraph, deferred_trace, gradient_free_model
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, per_channel, to_input
 from .sources import ModelRequest
 from .units import plural
@@ -50,41 +56,6 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 SUBJECT = "The ONNX model"
 
 
-@dataclass(frozen=True, eq=False)
-class OnnxReference:
-    """The graph as onnxruntime runs it, kept on the converted module (``module.onnx_reference``).
-
-    Attributes:
-        data: The ONNX file's bytes.
-        input_name: Name of the graph's image input.
-        output_name: Name of its class-score output (the first output).
-    """
-
-    data: bytes
-    input_name: str
-    output_name: str
-
-    def run(self, inputs: Tensor, outputs: list[str] | None = None, data: bytes | None = None) -> list[np.ndarray]:
-        """``outputs`` (default: the class scores) of onnxruntime on ``inputs``, on the CPU.
-
-        Example: ``reference.run(torch.zeros(1, 3, 224, 224))[0].shape  # (1, classes)``.
-
-        ``data`` runs another version of the graph (e.g. with intermediate outputs). Raises ``ModelError`` when
-        onnxruntime cannot load or run it.
-        """
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: the refusal below says what went wrong
-        try:
-            session = onnxruntime.InferenceSession(
-                data or self.data, sess_options=options, providers=["CPUExecutionProvider"]
-            )
-            return session.run(outputs or [self.output_name], {self.input_name: inputs.detach().numpy()})
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime cannot run the ONNX model ({type(exc).__name__}).") from exc
-
-
 def load(request: ModelRequest) -> LoadedModel:
     """The ONNX source (``sources.SOURCES["onnx"]``): ``request.weights`` is a self-contained ``.onnx`` file.
 
@@ -93,40 +64,52 @@ def load(request: ModelRequest) -> LoadedModel:
     Raises:
         ModelError: with one sentence, for a file that is unreadable, too large, not ONNX, not self-contained,
             not standard ONNX or too large a graph; an input that is not one image tensor; an output that is not
-            class scores; labels that do not fit; or a conversion that fails or differs from onnxruntime.
+            class scores; labels that do not fit; or a graph onnxruntime cannot run. A graph onnx2torch cannot
+            convert, or converts differently, is not refused: it loads gradient-free (see the module).
     """
     if request.labels is None:
         raise ModelError("An ONNX model needs its class names: give a labels file.")
     data = read_bounded(request.weights, request.max_bytes, what="ONNX file", error=ModelError)
     model = _parse(data)
-    input_name, channels, fixed_size = _image_input(model.graph)
+    input_name, channels, fixed_size, single_image = _image_input(model.graph)
     preprocessing = _preprocessing(request, channels, fixed_size)
-    reference = OnnxReference(data, input_name, model.graph.output[0].name)
-    module = _convert(model)
+    reference = OnnxReference(data, input_name, model.graph.output[0].name, single_image)
     probe = torch.randn(
         1, channels, preprocessing.size, preprocessing.size, generator=torch.Generator().manual_seed(0)
     )
-    expected, _ = _compare(module, reference, probe)
+    (expected,) = reference.run(probe)
     if expected.ndim != 2 or expected.shape[0] != 1:
         raise ModelError(
             f"{SUBJECT}'s first output has shape {'×'.join(map(str, expected.shape))}; "
             "a classifier returns class scores (batch × classes)."
         )
     categories = read_labels(request.labels, expected.shape[1])
-    module.onnx_reference = reference
+    graph = _torch_ready(model)
+    nodes = _nodes(graph)
     path = path_of(request.weights)
     file_name = path.name if path is not None else request.file_name
-    return assemble_model(
-        module,
-        categories,
-        preprocessing,
-        name=request.name or (Path(file_name).stem if file_name else "onnx"),
-        title=f"ONNX model ({file_name or 'uploaded file'})",
-        weights=data,
-        weights_file=path,
-        activation=request.activation,
-        subject=SUBJECT,
-    )
+    details = {
+        "name": request.name or (Path(file_name).stem if file_name else "onnx"),
+        "title": f"ONNX model ({file_name or 'uploaded file'})",
+        "weights": data,
+        "weights_file": path,
+        "activation": request.activation,
+        "subject": SUBJECT,
+    }
+    try:
+        module = _convert(graph)
+    except _Unconvertible as exc:
+        runtime = RuntimeGraph.of(reference, nodes)
+        return gradient_free_model(runtime, probe, categories, preprocessing, reason=str(exc), **details)
+    difference = _disagreement(module, reference, probe)[1]
+    if difference is not None:
+        reason = f"The PyTorch conversion of the ONNX model {difference}, so only {_remaining()} can explain it."
+        runtime = RuntimeGraph.of(reference, nodes)
+        return gradient_free_model(runtime, probe, categories, preprocessing, reason=reason, **details)
+    module.onnx_reference = reference
+    loaded = assemble_model(module, categories, preprocessing, **details)
+    check = partial(_check_input, module, reference)
+    return replace(loaded, check_input=check, runtime_cam=deferred_trace(reference, nodes))
 
 
 def check_against_onnxruntime(loaded: LoadedModel, image: Image.Image | Tensor) -> float:
@@ -139,14 +122,17 @@ def check_against_onnxruntime(loaded: LoadedModel, image: Image.Image | Tensor) 
         image: An upright RGB picture (preprocessed as ``loaded`` wants) or an input batch.
 
     Raises:
-        ModelError: ``loaded`` did not come from an ONNX file, or its outputs differ by more than
+        ModelError: ``loaded`` is not a PyTorch conversion of an ONNX file, or its outputs differ by more than
             :data:`TOLERANCE` (the sentence names the first operator that differs).
     """
     reference = getattr(loaded.model, "onnx_reference", None)
     if not isinstance(reference, OnnxReference):
-        raise ModelError(f"The model {loaded.title} was not loaded from an ONNX file.")
+        raise ModelError(f"The model {loaded.title} is not a PyTorch conversion of an ONNX file.")
     inputs = image if isinstance(image, Tensor) else to_input(image, loaded.preprocessing)
-    return _compare(loaded.model, reference, inputs)[1]
+    largest, difference = _disagreement(loaded.model, reference, inputs)
+    if difference is not None:
+        raise ModelError(f"The PyTorch conversion of the ONNX model {difference}.")
+    return largest
 
 
 def _parse(data: bytes) -> onnx.ModelProto:
@@ -207,8 +193,9 @@ def _tensors(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.Tenso
                 yield from (sparse.values, sparse.indices)
 
 
-def _image_input(graph: onnx.GraphProto) -> tuple[str, int, int | None]:
-    """``(name, channels, size)`` of the graph's one image input ``(N, C, H, W)``; ``size`` is ``None`` when free.
+def _image_input(graph: onnx.GraphProto) -> tuple[str, int, int | None, bool]:
+    """``(name, channels, size, single_image)`` of the graph's one image input ``(N, C, H, W)``; ``size`` is
+    ``None`` when free, ``single_image`` true when the batch is fixed at 1.
 
     Raises:
         ModelError: not one input, not float32, not 4-D with 1 or 3 fixed channels and a batch of 1 or any,
@@ -238,7 +225,7 @@ def _image_input(graph: onnx.GraphProto) -> tuple[str, int, int | None]:
         raise ModelError(
             f"{SUBJECT}'s input {value.name!r} has shape {shape}; its height and width must be equal or free."
         )
-    return value.name, dims[1], height
+    return value.name, dims[1], height, dims[0] == 1
 
 
 def _preprocessing(request: ModelRequest, channels: int, fixed_size: int | None) -> Preprocessing:
@@ -264,28 +251,62 @@ def _preprocessing(request: ModelRequest, channels: int, fixed_size: int | None)
     )
 
 
-def _convert(model: onnx.ModelProto) -> fx.GraphModule:
-    """``model``'s first output as a PyTorch module, or a refusal naming the operator onnx2torch lacks."""
-    from onnx2torch import convert
+class _Unconvertible(Exception):
+    """onnx2torch cannot convert the graph; ``str(exc)`` is the one-sentence reason kept as ``gradient_free``."""
 
+
+def _remaining() -> str:
+    """The methods that explain a model without gradients, e.g. ``"Score-CAM and Eigen-CAM (run through
+    onnxruntime)"``."""
+    titles = [method.title for method in METHODS.values() if not method.needs_gradients]
+    listed = " and ".join([", ".join(titles[:-1]), titles[-1]] if len(titles) > 1 else titles)
+    return f"{listed} (run through onnxruntime)"
+
+
+def _torch_ready(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` as onnx2torch reads it: only the first output (the module then returns one tensor),
+    shared initializers inlined, the standard domain under its short name."""
     graph = onnx.ModelProto()
     graph.CopyFrom(model)
-    del graph.graph.output[1:]  # only the class scores: the module then returns one tensor
+    del graph.graph.output[1:]
     _inline_shared_initializers(graph.graph)
     for item in (*graph.graph.node, *graph.opset_import):
         if item.domain == "ai.onnx":  # the standard domain's long name; onnx2torch knows only ""
             item.domain = ""
+    return graph
+
+
+def _nodes(graph: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """The first output and the operator of every node of the main graph, by the name onnx2torch gives its module
+    (dots turned into slashes, repeats numbered), in graph order."""
+    from onnx2torch.onnx_graph import OnnxGraph
+
+    return {
+        name: (node.output_values[0], node.operation_type)
+        for name, node in OnnxGraph(graph.graph).nodes.items()
+        if node.output_values
+    }
+
+
+def _convert(graph: onnx.ModelProto) -> fx.GraphModule:
+    """``graph`` (from :func:`_torch_ready`) as a PyTorch module whose modules know their ONNX tensors.
+
+    Raises:
+        _Unconvertible: naming the operator onnx2torch lacks, or the error it raised.
+    """
+    from onnx2torch import convert
+
     try:
-        return convert(graph)
+        return convert(graph, attach_onnx_mapping=True)
     except NotImplementedError as exc:
         node = _unsupported_node(graph)
-        what = f"operator {node.op_type!r}" if node is not None else "an operator"
-        raise ModelError(
-            f"{SUBJECT} uses {what}, which onnx2torch cannot convert to PyTorch, so no method can explain it "
-            "(Score-CAM through onnxruntime is not available yet)."
-        ) from exc
+        what = f"{SUBJECT}'s operator {node.op_type!r}" if node is not None else f"{SUBJECT} has an operator that"
+        raise _Unconvertible(f"{what} has no PyTorch conversion, so only {_remaining()} can explain it.") from exc
     except Exception as exc:
-        raise ModelError(f"{SUBJECT} could not be converted to PyTorch ({type(exc).__name__}).") from exc
+        raise _Unconvertible(
+            f"{SUBJECT} could not be converted to PyTorch ({type(exc).__name__}), so only {_remaining()} can "
+            "explain it."
+        ) from exc
 
 
 def _inline_shared_initializers(graph: onnx.GraphProto) -> None:
@@ -323,42 +344,52 @@ def _unsupported_node(model: onnx.ModelProto) -> onnx.NodeProto | None:
     return None
 
 
-def _compare(module: nn.Module, reference: OnnxReference, inputs: Tensor) -> tuple[np.ndarray, float]:
-    """onnxruntime's class scores on ``inputs`` and their largest difference from ``module``'s, refused beyond
-    :data:`TOLERANCE` (naming the first operator that differs)."""
+def _check_input(module: nn.Module, reference: OnnxReference, inputs: Tensor) -> str | None:
+    """``LoadedModel.check_input`` of a converted model: ``None`` when ``module`` gives onnxruntime's scores on
+    ``inputs``, else why only the methods without gradients may explain them."""
+    difference = _disagreement(module, reference, inputs)[1]
+    if difference is None:
+        return None
+    return (
+        f"On this image the PyTorch conversion of the ONNX model {difference}, so only {_remaining()} can explain it."
+    )
+
+
+def _disagreement(module: nn.Module, reference: OnnxReference, inputs: Tensor) -> tuple[float, str | None]:
+    """The largest difference between ``module``'s class scores and onnxruntime's on ``inputs`` and, beyond
+    :data:`TOLERANCE`, how they disagree, e.g. ``"differs from onnxruntime by more than 0.0001, first at operator
+    'Conv' (node 'conv')"`` (``inf`` and ``"fails to run (RuntimeError)"`` when the module fails)."""
     (expected,) = reference.run(inputs)
     try:
-        with torch.no_grad():
-            actual = module.eval()(inputs)
+        with eval_mode(module), torch.no_grad():
+            actual = module(inputs)
     except Exception as exc:
-        raise ModelError(f"The PyTorch conversion of the ONNX model fails to run ({type(exc).__name__}).") from exc
-    if isinstance(actual, Tensor) and actual.shape == expected.shape and _close(actual.numpy(), expected):
-        return expected, float(np.abs(actual.numpy() - expected).max(initial=0.0))
+        return float("inf"), f"fails to run ({type(exc).__name__})"
+    if isinstance(actual, Tensor) and actual.shape == expected.shape:
+        largest = float(np.abs(actual.numpy() - expected).max(initial=0.0))
+        if _close(actual.numpy(), expected):
+            return largest, None
+    else:
+        largest = float("inf")
     try:
-        node = _first_divergent_node(reference, inputs)
-    except Exception:  # the search only adds detail to the refusal below
+        node = _first_divergent_node(module, reference, inputs)
+    except Exception:  # the search only adds detail to the sentence
         node = None
     where = f", first at operator {node.op_type!r} (node {node.name!r})" if node is not None else ""
-    raise ModelError(
-        f"The PyTorch conversion of the ONNX model differs from onnxruntime by more than {TOLERANCE:g}{where}, "
-        "so no method can explain it (Score-CAM through onnxruntime is not available yet)."
-    )
+    return largest, f"differs from onnxruntime by more than {TOLERANCE:g}{where}"
 
 
 def _close(actual: np.ndarray, expected: np.ndarray) -> bool:
     return bool(np.allclose(actual, expected, rtol=TOLERANCE, atol=TOLERANCE))
 
 
-def _first_divergent_node(reference: OnnxReference, inputs: Tensor) -> onnx.NodeProto | None:
-    """The first node (in graph order) whose output differs between onnx2torch and onnxruntime on ``inputs``."""
-    from onnx2torch import convert
-
+def _first_divergent_node(module: nn.Module, reference: OnnxReference, inputs: Tensor) -> onnx.NodeProto | None:
+    """The first node (in graph order) whose output differs between ``module`` (converted with its ONNX mapping)
+    and onnxruntime on ``inputs``."""
     model = onnx.shape_inference.infer_shapes(onnx.load_model_from_string(reference.data))
-    _inline_shared_initializers(model.graph)
     typed = {value.name: value for value in model.graph.value_info}
     names = [name for node in model.graph.node for name in node.output if name in typed]
     model.graph.output.extend(typed[name] for name in names)
-    converted = convert(model, attach_onnx_mapping=True)
     seen: dict[str, np.ndarray] = {}
 
     def record(module: nn.Module, args: object, output: object) -> None:
@@ -366,10 +397,10 @@ def _first_divergent_node(reference: OnnxReference, inputs: Tensor) -> onnx.Node
         if mapping is not None and isinstance(output, Tensor) and len(mapping.outputs) == 1:
             seen[mapping.outputs[0]] = output.detach().numpy()
 
-    handles = [child.register_forward_hook(record) for child in converted.children()]
+    handles = [forward_hook(child, record) for child in module.children()]
     try:
-        with torch.no_grad():
-            converted.eval()(inputs)
+        with eval_mode(module), torch.no_grad():
+            module(inputs)
     except Exception:
         pass  # the nodes recorded before the failure still tell which one differs first
     finally:

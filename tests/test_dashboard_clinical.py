@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +286,47 @@ def test_a_hugging_face_model_needs_no_class_names_and_offers_its_own_preprocess
     assert at.file_uploader(key="own-weights-huggingface").label == "Model file (.zip)"
     assert at.checkbox(key="own-preprocessing").value  # the model's own, by default
     assert any(c.value == "Give the model file to explain with your model." for c in at.caption)
+
+
+def test_an_onnx_model_untrustworthy_on_this_image_still_shows_its_predictions(
+    fresh: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conversion passes the load check (a square probe) but differs from onnxruntime on the wide sample: the
+    page keeps the predictions, Grad-CAM is refused in one sentence naming what remains, Eigen-CAM explains."""
+    import onnx2torch
+
+    convert = onnx2torch.convert
+
+    def wrong_when_wide(*args, **kwargs):  # a converter bug that shows only on non-square inputs
+        module = convert(*args, **kwargs)
+        first = next(name for name, layer in module.named_modules() if isinstance(layer, torch.nn.Conv2d))
+        module.get_submodule(first).register_forward_hook(
+            lambda layer, inputs, output: output + 1.0 if output.shape[-1] != output.shape[-2] else None
+        )
+        return module
+
+    monkeypatch.setattr(onnx2torch, "convert", wrong_when_wide)
+    torch.manual_seed(1)  # not the other ONNX test's file, which the shared model cache may hold already
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(8, len(LABELS)),
+    ).eval()
+    path = tmp_path / "wide.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}})
+    at = fresh.selectbox(key="model").set_value("own-model").run()
+    at.selectbox(key="own-source").set_value("onnx").run()
+    at.file_uploader(key="own-weights-onnx").upload("wide.onnx", path.read_bytes())
+    at.file_uploader(key="own-labels").upload("labels.txt", "\n".join(LABELS).encode()).run()
+    assert not at.exception
+    [error] = [shown(e.value) for e in at.error]
+    assert re.fullmatch(
+        r"On this image the PyTorch conversion of the ONNX model differs from onnxruntime by more than 0\.0001, first "
+        r"at operator 'Conv' \(node '[^']+'\), so only Score-CAM and Eigen-CAM \(run through onnxruntime\) can "
+        r"explain it\.", error
+    ), error
+    classes = next(box for box in at.selectbox if box.key.startswith("class-"))  # the predictions are there
+    assert not classes.disabled and len(classes.options) == len(LABELS) + 1  # + "Another class…"
+    at.selectbox(key="method").set_value("eigencam").run()
+    _assert_healthy(at)
+    assert any("differs from onnxruntime" in shown(w.value) for w in at.warning)  # the notice with the summary

@@ -179,17 +179,22 @@ def test_external_data_is_refused() -> None:
     )
 
 
-def test_custom_domains_and_unsupported_operators_are_named() -> None:
+def test_custom_domains_are_refused_and_unsupported_operators_named() -> None:
     fused = helper.make_node("FusedRelu", ["conv"], ["act"], domain="com.microsoft")
     custom = _graph(fused, domains=("com.microsoft",))
     assert _refusal(custom.SerializeToString()) == (
         "The ONNX model uses operator 'FusedRelu' of the custom domain 'com.microsoft'; "
         "only standard ONNX operators can be converted."
     )
-    shrink = _graph(helper.make_node("Shrink", ["conv"], ["act"], name="shrink"))
-    assert _refusal(shrink.SerializeToString()).startswith(
-        "The ONNX model uses operator 'Shrink', which onnx2torch cannot convert to PyTorch, so no method can explain"
+    shrink = _graph(helper.make_node("Shrink", ["conv"], ["act"], name="shrink"))  # fixed batch of 1
+    loaded = load_user_model("onnx", ModelRequest(weights=shrink.SerializeToString(), labels=LABELS))
+    assert _one_sentence(loaded.gradient_free) == (
+        "The ONNX model's operator 'Shrink' has no PyTorch conversion, so only Score-CAM and Eigen-CAM "
+        "(run through onnxruntime) can explain it."
     )
+    assert [info.name for info in loaded.layers] == ["conv", "shrink"] and loaded.default_layer == "shrink"
+    # Score-CAM's masked inputs run one by one through a graph whose batch is fixed at 1.
+    assert explain(CHELSEA, loaded, method="scorecam").raw_map.shape == (8, 8)
 
 
 def test_a_conversion_that_differs_from_onnxruntime_names_the_operator(monkeypatch) -> None:
@@ -204,11 +209,13 @@ def test_a_conversion_that_differs_from_onnxruntime_names_the_operator(monkeypat
         return module
 
     monkeypatch.setattr(onnx2torch, "convert", wrong)
-    message = _refusal(_graph(helper.make_node("Relu", ["conv"], ["act"], name="act")).SerializeToString())
-    assert message == (
+    graph = _graph(helper.make_node("Relu", ["conv"], ["act"], name="act"))
+    loaded = load_user_model("onnx", ModelRequest(weights=graph.SerializeToString(), labels=LABELS))
+    assert _one_sentence(loaded.gradient_free) == (
         "The PyTorch conversion of the ONNX model differs from onnxruntime by more than 0.0001, first at operator "
-        "'Conv' (node 'conv'), so no method can explain it (Score-CAM through onnxruntime is not available yet)."
+        "'Conv' (node 'conv'), so only Score-CAM and Eigen-CAM (run through onnxruntime) can explain it."
     )
+    assert loaded.methods == ("scorecam", "eigencam") and loaded.default_layer == "act"
 
 
 def test_damaged_files_are_refused(tiny, tmp_path) -> None:

@@ -32,7 +32,7 @@ GALLERY = 24
 COLUMNS = 4
 
 
-def render(page: Page) -> None:
+def render(page: Page | None) -> None:
     """Pick an audit, then its strategies per class and a gallery of its images."""
     del page  # an audit is about a data set, not about the image on screen
     folders = audit_folders(AUDITS)

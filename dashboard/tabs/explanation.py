@@ -1,4 +1,5 @@
-"""The Explanation tab: original, heatmap and overlay zooming together, then predictions, downloads and help."""
+"""The Explanation tab: original, heatmap and overlay (and a segmentation's predicted mask) zooming together,
+then predictions, downloads and help."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ LARGE_PANEL = 390
 def render(page: Page) -> None:
     """The three panels, the fine-detail option, then predictions beside downloads and help."""
     full = page.full_picture()
-    panels(page.picture, page.size, page.result, page.settings)
+    panels(page.picture, page.size, page.result, page.settings, page.model)
     detail.render(page.picture, page.size, page.result, page.settings, page.model)
     st.divider()
     left, right = st.columns([3, 2], gap="large")
@@ -44,19 +45,27 @@ def render(page: Page) -> None:
         details(page.result, page.model)
 
 
-def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settings: Settings) -> None:
-    """Original | heatmap | overlay, same height, zooming together; ``image`` is the browser-sized copy."""
-    height = figures.panel_height(full_size, width=LARGE_PANEL if settings.large else figures.PANEL_WIDTH)
+def panels(
+    image: np.ndarray, full_size: tuple[int, int], result: Result, settings: Settings, model: core.LoadedModel
+) -> None:
+    """Original | heatmap | overlay (| predicted mask, for a segmentation model), same height, zooming together;
+    ``image`` is the browser-sized copy."""
+    mask = None
+    if result.segmentation is not None:
+        mask = figures.SegmentationPanel(result.segmentation, model.categories, result.region)
+    panel = LARGE_PANEL if settings.large else figures.PANEL_WIDTH
+    height = figures.panel_height(full_size, width=panel * 3 // 4 if mask is not None else panel)
     heat = result.heatmap_at(image.shape)
     blended = overlay(image, heat, settings.alpha, settings.colormap)
     strong, weak = COLOUR_WORDS.get(settings.colormap, ("Bright", "dark"))
     width, full_height = full_size
     method = method_title(result.method)
-    for column, title in zip(st.columns(3, gap="medium"), ("Original", f"{method} heatmap", "Overlay")):
+    titles = ("Original", f"{method} heatmap", "Overlay") + (("Predicted mask",) if mask is not None else ())
+    for column, title in zip(st.columns(len(titles), gap="medium"), titles):
         column.markdown(f"**{title}**")
     scale = result.strength if settings.raw_units else None
     st.plotly_chart(
-        figures.panels_figure(image, blended, result.raw_map, full_size, settings.colormap, height, scale),
+        figures.panels_figure(image, blended, result.raw_map, full_size, settings.colormap, height, scale, mask),
         config=figures.plot_config(),
         key="panels",
     )
@@ -65,15 +74,22 @@ def panels(image: np.ndarray, full_size: tuple[int, int], result: Result, settin
         reading = f"{strong} = where the layer's dominant pattern is strongest, the same for every class"
     else:
         reading = f"{strong} = regions that most {score_verb(result.method)} the score for **{plain(result.target.label)}**"
-    original, heatmap, combined = st.columns(3, gap="medium")
+    original, heatmap, combined, *rest = st.columns(len(titles), gap="medium")
     original.caption(
-        f"{plain(settings.image.name)} · {width} × {full_height} px. Drag to zoom all three, double-click to reset."
+        f"{plain(settings.image.name)} · {width} × {full_height} px. Drag to zoom all "
+        f"{'four' if mask is not None else 'three'}, double-click to reset."
     )
     heatmap.caption(f"{reading}; {weak} = none. Peak **{result.strength:.3g}** (raw units). Hover to read the value.")
     combined.caption(
         f"The heatmap over the image at {settings.alpha:.0%} opacity. The model saw the whole image "
         "(no crop), so the overlay covers exactly what it saw."
     )
+    if mask is not None:
+        outlined = "" if result.region is None else (
+            f" The dashed line outlines the region explained, where the model sees "
+            f"{plain(model.categories[result.target.index])}: {result.region.mean():.0%} of the image."
+        )
+        rest[0].caption(f"The class the model gives each pixel (legend below the picture).{outlined}")
 
 
 def predictions(result: Result, model: core.LoadedModel) -> None:
