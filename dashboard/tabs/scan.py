@@ -1,7 +1,7 @@
 """The 3-D scan tab: a CT or MRI volume explained by the user's 3-D classifier, in three linked planes.
 
-The scan and the model are given here (the sidebar's image and model are for the 2-D tabs; its opacity and
-colour map apply here too). The explanation runs once per scan, model and setting (``volume_cache``); the slice
+The scan and the model are given here (the sidebar is for the 2-D tabs; this tab has its own opacity and colour
+map). The explanation runs once per scan, model and setting (``volume_cache``); the slice
 sliders, the window, "Go to the peak" and the display settings only redraw pictures from its small map
 (``gradcam_core.volume_view``), never the model. Nothing identifying is shown: no file name, no patient tag.
 """
