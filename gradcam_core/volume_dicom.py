@@ -7,7 +7,7 @@ one sentence. Headers are read first (no pixel data), the voxel count is checked
 decoded by :func:`~gradcam_core.dicom.read_dicom` (the 2-D reader: bounded, compressed frames checked against
 Rows x Columns before decoding, Modality LUT applied)::
 
-    stack = read_dicom_stack([Path(p).read_bytes() for p in paths], max_voxels=64_000_000, max_bytes=2**29)
+    stack = read_dicom_stack([Path(p).read_bytes() for p in paths], max_voxels=80_000_000, max_bytes=2**29)
     stack.voxels.shape      # (slices, rows, columns), float32 in modality units
 
 The identifiers an export needs to file into the source's study are kept apart in :class:`DicomSource`, whose

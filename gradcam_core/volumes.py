@@ -38,8 +38,8 @@ from .volume_dicom import LPS_TO_RAS, DicomSource, read_dicom_stack
 
 __all__ = ["MAX_SERIES_FILES", "MAX_VOLUME_BYTES", "MAX_VOXELS", "DicomSource", "Volume", "read_volume"]
 
-MAX_VOXELS: int = 64_000_000
-"""Default limit on channels x slices x rows x columns (a 512 x 512 x 244 CT; 256 MB as float32)."""
+MAX_VOXELS: int = 80_000_000
+"""Default limit on channels x slices x rows x columns (a 512 x 512 x 305 CT; 320 MB as float32)."""
 MAX_VOLUME_BYTES: int = 512 * 2**20
 """Default limit on the bytes given, and on what a ``.nii.gz`` or a zip unpacks to."""
 MAX_SERIES_FILES: int = 4_000
