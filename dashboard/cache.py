@@ -197,7 +197,7 @@ def default_method(model: LoadedModel | None = None) -> str:
 def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]:
     """The model's top classes for ``image`` (the default explanation's, which is kept for the page).
 
-    When the model cannot be trusted with gradients on this image (``LoadedModel.check_input``), they come from
+    When the model cannot be trusted with gradients on this image (``LoadedModel.check_output``), they come from
     the first fast gradient-free method instead, so the page still shows them and says which methods remain.
     """
     method = default_method(model)

@@ -52,7 +52,7 @@ class ExplanationSummary:
             arg-max), at the output's size (the input's, for most models): resize it with nearest neighbours.
         region: For a region objective, the ``(H, W)`` bool region whose score was explained, at the same size.
         notice: One sentence when the map was not computed on the model itself: the model could not be trusted
-            on this input (``LoadedModel.check_input``), so another runtime computed it (``runtime_cam``).
+            on this input (``LoadedModel.check_output``), so another runtime computed it (``runtime_cam``).
     """
 
     raw_map: np.ndarray
@@ -132,7 +132,7 @@ def explain(
             raised by it cancels the explanation cleanly.
 
     A gradient-free model (``LoadedModel.gradient_free``), or an input the model cannot be trusted on
-    (``LoadedModel.check_input``), is explained by ``LoadedModel.runtime_cam`` with a method that needs no
+    (``LoadedModel.check_output``), is explained by ``LoadedModel.runtime_cam`` with a method that needs no
     gradients; a method that does is refused with the model's reason.
 
     Raises:
@@ -144,15 +144,16 @@ def explain(
     if target is not None and not isinstance(target, Objective):
         target = resolve_class(target, loaded.categories)
     layer_name = layer or loaded.default_layer_for(method)
-    notice = None if loaded.gradient_free is not None or loaded.check_input is None else loaded.check_input(inputs)
-    reason = loaded.gradient_free or notice
-    if reason is None:
+    notice = trace = None
+    if loaded.gradient_free is None:
         trace = trace_cam(
             loaded.model, inputs, layer_name, target, method, progress=progress, activation=loaded.activation
         )
-    elif get_method(method).needs_gradients or loaded.runtime_cam is None:
-        raise MethodError(reason)
-    else:
+        notice = None if loaded.check_output is None else loaded.check_output(inputs, trace.logits)
+    reason = loaded.gradient_free or notice
+    if reason is not None:
+        if get_method(method).needs_gradients or loaded.runtime_cam is None:
+            raise MethodError(reason)
         trace = loaded.runtime_cam(
             inputs, layer_name, target, method, progress=progress, activation=loaded.activation
         )

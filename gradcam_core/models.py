@@ -59,9 +59,9 @@ class LoadedModel:
             and pixel, ``(N, C, H, W)``; then a target is a class over a region (``objectives.RegionScore``).
         gradient_free: Why only the methods without gradients (``CamMethod.needs_gradients`` false) can explain
             this model, in one sentence; ``None``: every method can. Such a model is explained by ``runtime_cam``.
-        check_input: Called on each input batch before explaining it: ``None`` when ``model`` can be trusted on
-            it, else one sentence on why not; the input is then explained by ``runtime_cam`` (e.g. an ONNX
-            conversion that disagrees with onnxruntime on this image).
+        check_output: Called with each input batch and ``model``'s output on it (the explanation's own forward
+            pass): ``None`` when ``model`` can be trusted on it, else one sentence on why not; the input is then
+            explained by ``runtime_cam`` (e.g. an ONNX conversion that disagrees with onnxruntime on this image).
         runtime_cam: ``trace_cam`` without ``model``, for the methods without gradients, run by another runtime
             (onnxruntime); its trace has no ``gradients``.
     """
@@ -79,7 +79,7 @@ class LoadedModel:
     activated_layer: str | None = None
     segmentation: bool = False
     gradient_free: str | None = None
-    check_input: Callable[[Tensor], str | None] | None = field(default=None, repr=False)
+    check_output: Callable[[Tensor, Tensor], str | None] | None = field(default=None, repr=False)
     runtime_cam: Callable[..., CamTrace] | None = field(default=None, repr=False)
 
     @property

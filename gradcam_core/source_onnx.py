@@ -5,7 +5,7 @@ outside the standard ONNX domain, fails ONNX's own checker or is too large. onnx
 ``torch.fx.GraphModule`` whose modules (one per ONNX node, e.g. ``"layer4/layer4/1/relu_1/Relu"``) are the
 candidate layers, so every method explains it. The converted module must give onnxruntime's outputs (within
 :data:`TOLERANCE`) on a seeded random input when loaded, and on every input before it is explained
-(``LoadedModel.check_input``, called by ``explain``); :func:`check_against_onnxruntime` tells the difference::
+(``LoadedModel.check_output``, called by ``explain``); :func:`check_against_onnxruntime` tells the difference::
 
     loaded = load(ModelRequest(weights="chest.onnx", labels="classes.txt"))
     check_against_onnxruntime(loaded, load_image("xray.png"))   # largest difference, e.g. 2e-07
@@ -108,8 +108,8 @@ def load(request: ModelRequest) -> LoadedModel:
         return gradient_free_model(runtime, probe, categories, preprocessing, reason=reason, **details)
     module.onnx_reference = reference
     loaded = assemble_model(module, categories, preprocessing, **details)
-    check = partial(_check_input, module, reference)
-    return replace(loaded, check_input=check, runtime_cam=deferred_trace(reference, nodes))
+    check = partial(_check_output, module, reference)
+    return replace(loaded, check_output=check, runtime_cam=deferred_trace(reference, nodes))
 
 
 def check_against_onnxruntime(loaded: LoadedModel, image: Image.Image | Tensor) -> float:
@@ -344,10 +344,11 @@ def _unsupported_node(model: onnx.ModelProto) -> onnx.NodeProto | None:
     return None
 
 
-def _check_input(module: nn.Module, reference: OnnxReference, inputs: Tensor) -> str | None:
-    """``LoadedModel.check_input`` of a converted model: ``None`` when ``module`` gives onnxruntime's scores on
-    ``inputs``, else why only the methods without gradients may explain them."""
-    difference = _disagreement(module, reference, inputs)[1]
+def _check_output(module: nn.Module, reference: OnnxReference, inputs: Tensor, output: Tensor) -> str | None:
+    """``LoadedModel.check_output`` of a converted model: ``None`` when ``output`` (``module``'s on ``inputs``,
+    from the explanation's own forward pass) is onnxruntime's, else why only the methods without gradients may
+    explain them. Only onnxruntime runs here: the module runs again only to find where they part."""
+    difference = _disagreement(module, reference, inputs, output)[1]
     if difference is None:
         return None
     return (
@@ -355,16 +356,20 @@ def _check_input(module: nn.Module, reference: OnnxReference, inputs: Tensor) ->
     )
 
 
-def _disagreement(module: nn.Module, reference: OnnxReference, inputs: Tensor) -> tuple[float, str | None]:
-    """The largest difference between ``module``'s class scores and onnxruntime's on ``inputs`` and, beyond
-    :data:`TOLERANCE`, how they disagree, e.g. ``"differs from onnxruntime by more than 0.0001, first at operator
-    'Conv' (node 'conv')"`` (``inf`` and ``"fails to run (RuntimeError)"`` when the module fails)."""
+def _disagreement(
+    module: nn.Module, reference: OnnxReference, inputs: Tensor, actual: Tensor | None = None
+) -> tuple[float, str | None]:
+    """The largest difference between ``module``'s class scores (``actual``, computed here when not given) and
+    onnxruntime's on ``inputs`` and, beyond :data:`TOLERANCE`, how they disagree, e.g. ``"differs from
+    onnxruntime by more than 0.0001, first at operator 'Conv' (node 'conv')"`` (``inf`` and ``"fails to run
+    (RuntimeError)"`` when the module fails)."""
     (expected,) = reference.run(inputs)
-    try:
-        with eval_mode(module), torch.no_grad():
-            actual = module(inputs)
-    except Exception as exc:
-        return float("inf"), f"fails to run ({type(exc).__name__})"
+    if actual is None:
+        try:
+            with eval_mode(module), torch.no_grad():
+                actual = module(inputs)
+        except Exception as exc:
+            return float("inf"), f"fails to run ({type(exc).__name__})"
     if isinstance(actual, Tensor) and actual.shape == expected.shape:
         largest = float(np.abs(actual.numpy() - expected).max(initial=0.0))
         if _close(actual.numpy(), expected):

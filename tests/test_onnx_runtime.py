@@ -73,7 +73,7 @@ def shrink():
 def test_an_unconvertible_graph_loads_gradient_free(shrink) -> None:
     _, loaded = shrink
     assert loaded.gradient_free == SHRINK and loaded.methods == ("scorecam", "eigencam")
-    assert isinstance(loaded.model, RuntimeModule) and loaded.check_input is None
+    assert isinstance(loaded.model, RuntimeModule) and loaded.check_output is None
     assert [(info.name, info.kind, info.shape) for info in loaded.layers] == [
         ("conv1", "Conv", (4, 32, 32)), ("act", "Shrink", (4, 32, 32)),
         ("conv2", "Conv", (4, 16, 16)), ("relu", "Relu", (4, 16, 16)),
@@ -111,7 +111,7 @@ def test_gradient_free_maps_equal_the_pytorch_network(shrink, method, layer, tor
 def test_a_conversion_that_disagrees_on_the_image_falls_back(shrink) -> None:
     network = _network(nn.ReLU())
     loaded = _load(_onnx(network, "Relu"))
-    assert loaded.gradient_free is None and loaded.check_input is not None
+    assert loaded.gradient_free is None and loaded.check_output is not None
     assert explain(CHELSEA, loaded, method="scorecam").notice is None
     with torch.no_grad():  # the converted module goes wrong after it was checked (a converter bug on some inputs)
         loaded.model.get_submodule("conv1").weight[0, 0, 0, 0] += 1.0
