@@ -227,6 +227,8 @@ def test_the_dashboard_audit_tab_shows_the_flagged_strategy(full_audit, monkeypa
 
     from dashboard.tabs import audit as audit_tab
 
+    from .page_text import shown
+
     run, audit = full_audit
     monkeypatch.setattr(audit_tab, "AUDITS", audit.folder.parent)
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=180)
@@ -241,6 +243,17 @@ def test_the_dashboard_audit_tab_shows_the_flagged_strategy(full_audit, monkeypa
     at.selectbox(key="audit-class").set_value("control").run()
     assert not any("Possible shortcut" in w.value for w in at.warning)
     assert "24 of 24 images" in " ".join(c.value for c in at.caption)
+    # The gallery narrowed to the flagged horse cluster, sorted by heat in a corner: the watermarked images.
+    [flagged] = [c for c in audit.clusters if c.flags]
+    at.selectbox(key="audit-gallery-class").set_value("horse").run()
+    at.selectbox(key="audit-gallery-cluster-horse").set_value(flagged.index).run()
+    assert f"{flagged.size} of 24 images" in " ".join(c.value for c in at.caption)
+    at.selectbox(key="audit-sort").set_value("Most heat in a corner first").run()
+    shares = audit.images.loc[list(flagged.members), "corner_share"].sort_values(ascending=False)
+    first = Path(audit.images.loc[shares.index[0], "path"]).name
+    names = [shown(c.value).split(" · ")[0] for c in at.caption if shown(c.value).split(" · ")[0].endswith(".png")]
+    assert len(names) == flagged.size and names[0] == first
+    assert set(names) == {Path(audit.images.loc[m, "path"]).name for m in flagged.members}
 
 
 def test_one_click_opens_an_audited_image_in_the_explanation_tab(built_in_audit, monkeypatch) -> None:

@@ -119,23 +119,10 @@ def _where(flag: str) -> str:
 
 
 def gallery(audit: Audit) -> None:
-    """Thumbnails of the images, filtered by correctness, cluster and group, and the table as CSV."""
+    """Thumbnails of the images, filtered and sorted, each one click from its explanation; the table as CSV."""
     st.subheader("Images", anchor=False)
     images = audit.images
-    left, middle, right = st.columns(3)
-    outcome = left.segmented_control("Show", ("All", "Correct", "Wrong"), default="All", key="audit-outcome")
-    shown = images
-    if outcome in ("Correct", "Wrong") and "correct" in images:
-        shown = shown[shown["correct"] == (outcome == "Correct")]
-    if middle.toggle("Possible shortcuts only", key="audit-flagged") and "flagged" in shown:
-        shown = shown[shown["flagged"].fillna(False).astype(bool)]
-    groups = [column for column in audit.settings.get("group_columns", []) if column in images]
-    if groups:
-        column = right.selectbox("Group by", groups, format_func=plain, key="audit-group")
-        values = sorted(str(value) for value in images[column].dropna().unique())
-        picked = right.selectbox("Value", ["all", *values], format_func=plain, key="audit-group-value")
-        if picked != "all":
-            shown = shown[shown[column].astype(str) == picked]
+    shown = chosen_images(audit)
     st.caption(f"{len(shown)} of {len(images)} images; the first {min(len(shown), GALLERY)} are shown.")
     if note := st.session_state.pop(handoff.NOTE, None):
         st.error(plain(note), icon=":material/error:")
@@ -154,6 +141,52 @@ def gallery(audit: Audit) -> None:
         "Table (CSV)", table_csv(shown), file_name="audit.csv", mime="text/csv", icon=":material/table:",
         on_click="ignore", key="audit-csv",
     )
+
+
+SORTS: dict[str, tuple[str, bool] | None] = {
+    "The audit's order": None,
+    "Least sure first (probability of the explained class)": ("target_probability", True),
+    "Most heat on the border first": ("border_share", False),
+    "Most heat in a corner first": ("corner_share", False),
+}
+"""How the gallery can be sorted: a column of the images and whether ascending (``None``: as audited)."""
+
+
+def chosen_images(audit: Audit) -> pd.DataFrame:
+    """The images the filters keep (class explained, its SpRAy cluster, correct or wrong, possible shortcuts,
+    group), in the order picked."""
+    images = shown = audit.images
+    top, bottom = st.columns(3), st.columns(3)
+    classes = sorted(str(value) for value in images["target"].dropna().unique()) if "target" in images else []
+    target = top[0].selectbox("Class", ["all", *classes], format_func=plain, key="audit-gallery-class")
+    numbers: list[int] = []
+    if target != "all":
+        shown = shown[shown["target"].astype(str) == target]
+        numbers = sorted(int(c) for c in shown["cluster"].unique() if c >= 0) if "cluster" in shown else []
+    cluster = top[1].selectbox(
+        "Cluster", ["all", *numbers], format_func=lambda c: c if c == "all" else f"Cluster {c + 1}",
+        key=f"audit-gallery-cluster-{target}", disabled=target == "all",
+        help="Pick a class first: each class has its own clusters." if target == "all" else None,
+    )
+    if cluster != "all":
+        shown = shown[shown["cluster"] == cluster]
+    outcome = top[2].segmented_control("Show", ("All", "Correct", "Wrong"), default="All", key="audit-outcome")
+    if outcome in ("Correct", "Wrong") and "correct" in images:
+        shown = shown[shown["correct"] == (outcome == "Correct")]
+    if bottom[0].toggle("Possible shortcuts only", key="audit-flagged") and "flagged" in shown:
+        shown = shown[shown["flagged"].fillna(False).astype(bool)]
+    order = bottom[1].selectbox("Sort by", list(SORTS), key="audit-sort")
+    groups = [column for column in audit.settings.get("group_columns", []) if column in images]
+    if groups:
+        column = bottom[2].selectbox("Group by", groups, format_func=plain, key="audit-group")
+        values = sorted(str(value) for value in images[column].dropna().unique())
+        picked = bottom[2].selectbox("Value", ["all", *values], format_func=plain, key="audit-group-value")
+        if picked != "all":
+            shown = shown[shown[column].astype(str) == picked]
+    if SORTS[order] is not None and SORTS[order][0] in shown:
+        column, ascending = SORTS[order]
+        shown = shown.sort_values(column, ascending=ascending, kind="stable", na_position="last")
+    return shown
 
 
 def overlaid(audit: Audit, position: int) -> np.ndarray:
