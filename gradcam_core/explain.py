@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import cv2
@@ -164,12 +165,8 @@ def explain(
         heatmap=heatmap_from_map(raw_map, (picture.height, picture.width)),
         raw_map=raw_map,
         strength=float(raw_map.max(initial=0.0)),
-        predictions=_predictions(output, loaded, top_k),
-        target=Prediction(
-            int(trace.targets[0]),
-            objective.label(loaded.categories),
-            float(objective.probability(output, loaded.activation)[0]),
-        ),
+        predictions=predictions_of(output, loaded.categories, loaded.activation, top_k),
+        target=explained_target(trace, loaded.categories, loaded.activation),
         score=float(trace.scores[0]),
         model=loaded.name,
         layer=layer_name,
@@ -182,11 +179,21 @@ def explain(
     )
 
 
-def _predictions(output: Tensor, loaded: LoadedModel, top_k: int) -> tuple[Prediction, ...]:
+def predictions_of(
+    output: Tensor, categories: Sequence[str], activation: str, top_k: int
+) -> tuple[Prediction, ...]:
     """Top-k classes of one image's output ``(1, C)`` or ``(1, C, H, W)`` (see ``class_probabilities``)."""
     if output.ndim == 2 and output.shape[1] > 1:
-        return top_predictions(output[0], loaded.categories, k=top_k, activation=loaded.activation)
-    return ranked_predictions(class_probabilities(output, loaded.activation)[0], loaded.categories, top_k)
+        return top_predictions(output[0], categories, k=top_k, activation=activation)
+    return ranked_predictions(class_probabilities(output, activation)[0], categories, top_k)
+
+
+def explained_target(trace: CamTrace, categories: Sequence[str], activation: str) -> Prediction:
+    """What the trace explained for its first image: the class (or objective) with its label and probability."""
+    objective = trace.objective.for_image(0)
+    return Prediction(
+        int(trace.targets[0]), objective.label(categories), float(objective.probability(trace.logits[:1], activation)[0])
+    )
 
 
 def heatmap_from_map(raw_map: np.ndarray, size: tuple[int, int], scale: float | None = None) -> np.ndarray:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cam import CamTrace, Progress, trace_cam
-from .objectives import class_probabilities
-from .targets import Prediction, ranked_predictions, resolve_class
+from .explain import explained_target, predictions_of
+from .targets import Prediction, resolve_class
 from .volume_models import LoadedVolumeModel, volume_input
 from .volumes import Volume
 
@@ -92,16 +92,11 @@ def explain_volume(
     layer_name = layer or model.default_layer_for(method)
     trace = trace_cam(model.model, inputs, layer_name, classes, method, progress=progress, activation=model.activation)
     raw_map = trace.cam[0].numpy().astype(np.float32)
-    objective, output = trace.objective.for_image(0), trace.logits[:1]
     return VolumeExplanation(
         raw_map=raw_map,
         grid=volume.shape,
-        predictions=ranked_predictions(class_probabilities(output, model.activation)[0], model.categories, top_k),
-        target=Prediction(
-            int(trace.targets[0]),
-            objective.label(model.categories),
-            float(objective.probability(output, model.activation)[0]),
-        ),
+        predictions=predictions_of(trace.logits[:1], model.categories, model.activation, top_k),
+        target=explained_target(trace, model.categories, model.activation),
         score=float(trace.scores[0]),
         model=model.name,
         layer=layer_name,
