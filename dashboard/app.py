@@ -63,7 +63,7 @@ def main() -> None:
         audited_class = handoff.pending_class(image.digest) if image and top else None
         if audited_class is not None:
             controls.preselect_class(audited_class, top, key)
-        choice = controls.class_choice(top, model, key=key)
+        choice = controls.class_choice(top, model, key=key, image=image)
         method = controls.method_choice(model)
         layer = controls.layer_choice(model, method)
         display = controls.display_choice()

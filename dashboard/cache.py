@@ -27,6 +27,7 @@ from PIL import Image
 import gradcam_core as core
 from gradcam_core import CamSteps, LoadedModel, Prediction
 
+from . import choices
 from .pictures import shrink
 from .background import BackgroundWork, Progress
 from .progress import computed_in_background
@@ -197,20 +198,22 @@ def default_method(model: LoadedModel | None = None) -> str:
 def predictions(image: ImageInput, model: LoadedModel) -> tuple[Prediction, ...]:
     """The model's top classes for ``image`` (the default explanation's, which is kept for the page).
 
-    When the model cannot be trusted with gradients on this image (``LoadedModel.check_output``), they come from
+    For a segmentation model, only the classes it predicts somewhere in the image (those it can explain). When
+    the model cannot be trusted with gradients on this image (``LoadedModel.check_output``), they come from
     the first fast gradient-free method instead, so the page still shows them and says which methods remain.
     """
     method = default_method(model)
     try:
-        return explained(image, model, model.default_layer_for(method), None, method).predictions
+        result = explained(image, model, model.default_layer_for(method), None, method)
     except core.MethodError:
         if not core.METHODS[method].needs_gradients:
             raise
-    fallback = next(
-        name for name, registered in core.METHODS.items()
-        if not registered.needs_gradients and not registered.forward_passes
-    )
-    return explained(image, model, model.default_layer_for(fallback), None, fallback).predictions
+        method = next(
+            name for name, registered in core.METHODS.items()
+            if not registered.needs_gradients and not registered.forward_passes
+        )
+        result = explained(image, model, model.default_layer_for(method), None, method)
+    return choices.explainable(result, model)  # a segmentation: only the classes it predicts somewhere
 
 
 def explain(

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 import gradcam_core as core
 from gradcam_core import LoadedModel, ModelStatus, Prediction
+from gradcam_core.masks import box_region
 from gradcam_core.render import COLORMAPS, DEFAULT_COLORMAP
 
 from . import cache, handoff
@@ -135,16 +137,17 @@ def model_choice(statuses: Sequence[ModelStatus]) -> ModelStatus | None:
 
 
 def class_choice(
-    predictions: Sequence[Prediction] | None, model: LoadedModel | None, key: str
+    predictions: Sequence[Prediction] | None, model: LoadedModel | None, key: str, image: ImageInput | None = None
 ) -> int | core.Objective | None:
     """What to explain: one of the top predictions or any class by name (``None``: not ready); for a single-logit
     model the positive or the negative side, for a multi-label model optionally several classes together, for a
-    segmentation model the class whose predicted region is explained.
+    segmentation model the class whose predicted region is explained, or its score over a box (:func:`region_choice`).
 
     Args:
         predictions: The model's top classes for this image, best first; ``None`` disables the control.
         model: The loaded model (for the list of every class).
         key: Widget key suffix; a new image or model gets fresh widgets, so the choice resets to the top class.
+        image: The image explained (a segmentation's box is drawn in its pixels); ``None`` offers no box.
     """
     st.subheader("What to explain", divider="gray")
     if not predictions or model is None:
@@ -175,21 +178,50 @@ def class_choice(
                    "it; the percentage is its probability averaged over the image.")
     elif model.activation == "sigmoid":
         st.caption("Multi-label model: each class has its own probability (sigmoid); they need not add up to 100%.")
-    if choice != ANOTHER_CLASS:
-        return choice
-    categories = model.categories
-    picked = st.selectbox(
-        "Search every class",
-        range(len(categories)),
-        index=None,
-        format_func=categories.__getitem__,
-        placeholder=f"Type to search {len(categories)} classes",
-        key=f"any-class-{key}",
+    if choice == ANOTHER_CLASS:
+        categories = model.categories
+        choice = st.selectbox(
+            "Search every class",
+            range(len(categories)),
+            index=None,
+            format_func=categories.__getitem__,
+            placeholder=f"Type to search {len(categories)} classes",
+            key=f"any-class-{key}",
+        )
+        if choice is None:
+            st.caption(f"Showing the top class, {plain(predictions[0].label)}, until you pick one.")
+            choice = predictions[0].index
+    return region_choice(choice, model, image, key) if model.segmentation and image is not None else choice
+
+
+def region_choice(index: int, model: LoadedModel, image: ImageInput, key: str) -> int | core.RegionScore:
+    """A segmentation class over its predicted region (``index``), or over a box drawn in pixels of ``image``:
+    ``RegionScore(index, box)`` with the box made a mask at the model's input (``masks.box_region``)."""
+    boxed = st.radio(
+        "Region", [False, True], format_func=lambda box: "A box" if box else "Predicted region",
+        key=f"region-{key}", horizontal=True,
+        help="A box explains the class's score summed over the box you give instead of over the pixels the model "
+        "gives the class.",
     )
-    if picked is None:
-        st.caption(f"Showing the top class, {plain(predictions[0].label)}, until you pick one.")
-        return predictions[0].index
-    return picked
+    if not boxed:
+        return index
+    height, width = cache.decode_image(image.digest, image.data).shape[:2]
+
+    def edge(column: DeltaGenerator, name: str, side: str, limit: int, start: int) -> int:
+        """One of the box's edges, in pixels, held between 0 and the image's ``limit``."""
+        return int(column.number_input(f"{name} ({side})", min_value=0, max_value=limit, value=start, step=1,
+                                       key=f"box-{name}-{key}"))
+
+    (left, top), (right, bottom) = st.columns(2), st.columns(2)
+    x0, y0 = edge(left, "x0", "left", width, 0), edge(top, "y0", "top", height, 0)
+    x1, y1 = edge(right, "x1", "right", width, width), edge(bottom, "y1", "bottom", height, height)
+    if x0 >= x1 or y0 >= y1:
+        st.warning(f"The box needs x0 < x1 and y0 < y1 (it has {x0} to {x1} and {y0} to {y1}), so the predicted "
+                   "region is explained until it does.", icon=":material/crop_free:")
+        return index
+    st.caption(f"A box of {x1 - x0} × {y1 - y0} px of the {width} × {height} px image, from ({x0}, {y0}).")
+    size = model.preprocessing.input_size(width, height)
+    return core.RegionScore(index, box_region((x0, y0, x1, y1), (width, height), size))
 
 
 def evidence_choice(prediction: Prediction, key: str) -> int | core.Objective:

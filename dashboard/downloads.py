@@ -12,6 +12,7 @@ import numpy as np
 from gradcam_core import LoadedModel, Prediction, build_report, guide
 from gradcam_core.render import colorize, gradient_to_rgb, overlay, to_png_bytes
 from gradcam_core.report import model_weights_sha256
+from gradcam_core.volume_export import heatmap_dicom_image
 
 from .cache import Result
 from .medical import BURNED_IN_FACT, BURNED_IN_WARNING
@@ -44,6 +45,12 @@ def heatmap_npy(result: Result, shape: tuple[int, ...]) -> Callable[[], bytes]:
         return buffer.getvalue()
 
     return build
+
+
+def heatmap_dcm(dicom: bytes, result: Result, shape: tuple[int, ...]) -> Callable[[], bytes]:
+    """The values of :func:`heatmap_npy` as a DICOM Parametric Map over the DICOM file ``dicom`` the image was
+    rendered from (new UIDs, the source referenced, only its patient and study identifiers copied)."""
+    return lambda: heatmap_dicom_image(dicom, result.heatmap_at(shape))
 
 
 def guided_gradcam_png(image: np.ndarray, result: Result, model: LoadedModel) -> Callable[[], bytes]:

@@ -1,9 +1,11 @@
 """DICOM uploads: a frame picker and a window/level control, and the 8-bit picture the model is shown.
 
 The windowed frame becomes an ordinary PNG ``ImageInput``: from there the explanation, the downloads and the
-report work as for any photo, and a new window or frame is a new image to the caches. Nothing identifying is
-shown: the picture is named after its modality and frame, never after the uploaded file (file names of
-medical images often carry the patient's name), and only ``DicomImage.summary()``'s technical facts are listed.
+report work as for any photo, and a new window or frame is a new image to the caches. The file it came from is
+kept in the session (``source_file``) for the one download that needs it, the heatmap as DICOM. Nothing
+identifying is shown: the picture is named after its modality and frame, never after the uploaded file (file
+names of medical images often carry the patient's name), and only ``DicomImage.summary()``'s technical facts are
+listed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ BURNED_IN_WARNING = (
 )
 BURNED_IN_FACT = "Burned-in annotation"
 """The ``DicomImage.summary()`` key present when the pixels carry burned-in text."""
+SHOWN_FILE = "dicom-shown-file"
+"""Session-state key of ``(picture digest, DICOM upload)``: the file the sidebar's picture was rendered from."""
 
 
 @st.cache_resource(show_spinner="Reading the DICOM file…", max_entries=4, ttl=3600)
@@ -81,9 +85,18 @@ def dicom_input(image: ImageInput) -> ImageInput:
     if dicom.num_frames > 1:
         frame = st.slider("Frame", 1, dicom.num_frames, 1, key=f"frame-{key}") - 1
     if dicom.is_color:
-        return as_picture(image, frame)
-    window_name, window = window_control(dicom, key)
-    return as_picture(image, frame, window, window_name)
+        picture = as_picture(image, frame)
+    else:
+        window_name, window = window_control(dicom, key)
+        picture = as_picture(image, frame, window, window_name)
+    st.session_state[SHOWN_FILE] = (picture.digest, image)
+    return picture
+
+
+def source_file(picture: ImageInput) -> ImageInput | None:
+    """The DICOM upload ``picture`` was rendered from in this session (for a DICOM export), else ``None``."""
+    digest, image = st.session_state.get(SHOWN_FILE, ("", None))
+    return image if digest == picture.digest else None
 
 
 def window_control(dicom: DicomImage, key: str) -> tuple[str, Window]:

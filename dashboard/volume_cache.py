@@ -28,7 +28,8 @@ from .volume_model import VolumeModelChoice
 
 TOP_K = 5
 RESULT_ENTRIES = 32
-"""Explanations kept for all sessions (a layer-sized map each: a few KB)."""
+"""Explanations kept for all sessions (a layer-sized map each: a few KB; one kept with its trace for the teaching
+view also holds the layer's activations and gradients, e.g. 64 KB for a DenseNet121 at 64 x 64 x 64)."""
 RESULT_TTL_SECONDS = 3600
 
 
@@ -81,20 +82,25 @@ def explained(
     target: int | None,
     method: str,
     on_cancel: Callable[[], None] | None = None,
+    *,
+    place: str = "scan-explanation",
+    keep_trace: bool = False,
 ) -> VolumeExplanation:
     """The explanation of the scan ``files`` by ``model``, computed once per content and settings.
 
     A method that runs the model once per feature map runs on a worker thread behind a progress bar (and a
-    Cancel button calling ``on_cancel``); the others run here, behind a spinner.
+    Cancel button calling ``on_cancel``) drawn at ``place`` (one name per place of the page); the others run here,
+    behind a spinner. ``keep_trace`` keeps every intermediate (``VolumeExplanation.trace``), stored apart.
     """
-    key = ("volume", files.digest, choice.key, layer or model.default_layer_for(method), target, method)
+    key = ("volume", files.digest, choice.key, layer or model.default_layer_for(method), target, method, keep_trace)
     found = shared_results().get(key)
     if found is not None:
         return found
     volume = scan(files)
 
     def compute(progress: Progress | None = None) -> VolumeExplanation:
-        result = explain_volume(volume, model, layer, target, method, top_k=TOP_K, progress=progress)
+        result = explain_volume(volume, model, layer, target, method, top_k=TOP_K, keep_trace=keep_trace,
+                                progress=progress)
         result.raw_map.flags.writeable = False  # shared between sessions
         return result
 
@@ -106,4 +112,4 @@ def explained(
     def describe(done: int, total: int) -> str:
         return f"{registered.title}: testing the scan with feature map {done} of {total}…"
 
-    return computed_in_background(explanation_work(), key, compute, describe, "scan-explanation", on_cancel)
+    return computed_in_background(explanation_work(), key, compute, describe, place, on_cancel)

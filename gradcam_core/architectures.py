@@ -1,11 +1,16 @@
-"""torchvision classifiers for your own weights: naming, recognising from a state dict, and building them.
+"""torchvision classifiers and segmentation networks for your own weights: naming, recognising from a state
+dict, and building them.
 
-The number of classes is read from the classifier's weights and the number of input channels (1 or 3) from
-the first convolution's, so a fine-tuned model needs no settings beyond its architecture, and often not even
-that::
+The number of classes is read from the classifier's weights (a segmentation network's: its head's last
+convolution) and the number of input channels (1 or 3) from the first convolution's, so a fine-tuned model
+needs no settings beyond its architecture, and often not even that::
 
     arch = recognise_architecture(state)             # "resnet18": the only one with these names and shapes
     built = build_model(arch, state)                 # BuiltModel(model, outputs=3, channels=1)
+
+Segmentation networks (:data:`SEGMENTATION_ARCHITECTURES`: FCN, DeepLabV3, LR-ASPP) are built without any
+pretrained backbone; their auxiliary head, when the weights hold one, is loaded and then dropped: it only helps
+training and never reaches the output.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import torchvision
 from torch import Tensor, nn
 
 from .errors import ModelError
-from .layers import LayerInfo, last_feature_map
+from .layers import LayerInfo, last_feature_map, segmentation_layer
 from .models import MODELS
 from .units import plural
 
 __all__ = [
+    "SEGMENTATION_ARCHITECTURES",
     "BuiltModel",
     "architecture_name",
     "build_model",
@@ -38,7 +44,14 @@ __all__ = [
 ]
 
 _SQUARE_INPUT = ("vit_", "swin_", "maxvit_")  # transformers want a fixed square input
-_AUXILIARY = ("aux1.", "aux2.", "AuxLogits.")
+_AUXILIARY = ("aux1.", "aux2.", "AuxLogits.", "aux_classifier.")
+
+SEGMENTATION_ARCHITECTURES = (
+    "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+)
+"""torchvision's segmentation networks a user's weights may have (they return ``{"out": (N, C, H, W)}``)."""
+_SEGMENTATION_HEAD = "classifier."
 
 
 class BuiltModel(NamedTuple):
@@ -50,11 +63,12 @@ class BuiltModel(NamedTuple):
 
 
 def custom_architectures() -> list[str]:
-    """Names of torchvision's image classifiers, the architectures a custom model can have.
+    """Names of torchvision's image classifiers, then of its segmentation networks: the architectures a custom
+    model can have.
 
-    Example: ``"resnet18" in custom_architectures()  # True``.
+    Example: ``"resnet18" in custom_architectures()  # True``; ``"fcn_resnet50"`` too.
     """
-    return list(torchvision.models.list_models(module=torchvision.models))
+    return [*torchvision.models.list_models(module=torchvision.models), *SEGMENTATION_ARCHITECTURES]
 
 
 def architecture_name(architecture: str) -> str:
@@ -72,7 +86,8 @@ def architecture_name(architecture: str) -> str:
     raise ModelError(
         f"Unknown architecture {architecture!r}{hint}; use a torchvision classifier name such as resnet18, "
         "resnet50, densenet121, efficientnet_b0, mobilenet_v3_large or convnext_tiny "
-        "(all of them: torchvision.models.list_models())."
+        "(all of them: torchvision.models.list_models()), or a segmentation network such as fcn_resnet50, "
+        "deeplabv3_resnet50 or lraspp_mobilenet_v3_large."
     )
 
 
@@ -85,8 +100,8 @@ def matching_architectures(state: Mapping[str, Tensor]) -> list[str]:
     """The torchvision architectures whose parameters have exactly the names and shapes of ``state``.
 
     The classifier may have any number of outputs and the first convolution 1 or 3 input channels; auxiliary
-    classifiers (GoogLeNet, Inception v3) are ignored. RegNets cannot be described without building them in
-    full, so they are never recognised: name them. Example:
+    classifiers (GoogLeNet, Inception v3, FCN and DeepLabV3) are ignored. RegNets cannot be described without
+    building them in full, so they are never recognised: name them. Example:
     ``matching_architectures(torchvision.models.resnet18(num_classes=3).state_dict())  # ["resnet18"]``.
     """
     names = {key for key in state if not _ignored_key(key)}
@@ -135,27 +150,35 @@ def build_model(arch: str, state: dict[str, Tensor]) -> BuiltModel:
         kwargs.update(aux_logits=any(k.startswith("aux1.") for k in state), init_weights=False)
     elif arch == "inception_v3":
         kwargs.update(aux_logits=any(k.startswith("AuxLogits.") for k in state), init_weights=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    elif arch in SEGMENTATION_ARCHITECTURES and not arch.startswith("lraspp"):
+        kwargs.update(aux_loss=any(k.startswith("aux_classifier.") for k in state))
+    model = _get_model(arch, **kwargs)
     channels = _match_input_channels(model, state, arch)
     check_keys(model, state, arch)
     try:
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         raise ModelError(f"The weights could not be loaded into {arch} ({type(exc).__name__}).") from exc
+    if getattr(model, "aux_classifier", None) is not None:
+        model.aux_classifier = None  # a training aid: it never reaches "out", so its maps would be empty
     return BuiltModel(model.eval(), outputs, channels)
 
 
 def default_layer(arch: str, layers: Sequence[LayerInfo]) -> str:
-    """The registry's choice for this architecture, else the last feature map that is not a pooling.
+    """The registry's choice for this architecture, else the last feature map that is not a pooling; for a
+    segmentation network, the deepest map that is not class scores (``layers.segmentation_layer``).
 
-    Example: ``default_layer("resnet50", candidate_layers(model))  # "layer4"``.
+    Example: ``default_layer("resnet50", candidate_layers(model))  # "layer4"``;
+    ``default_layer("lraspp_mobilenet_v3_large", layers)  # "classifier.cbr"``.
     """
     names = [info.name for info in layers]
     spec = MODELS.get(arch)
     if spec is not None and spec.default_layer in names:
         return spec.default_layer
+    if arch in SEGMENTATION_ARCHITECTURES:
+        head = next((info for info in layers if info.name == _head(arch)), None)
+        if head is not None:  # its channels are the classes
+            return segmentation_layer(layers, head.shape[0])
     return last_feature_map(layers)
 
 
@@ -181,8 +204,8 @@ def _signatures() -> dict[str, dict[str, tuple[tuple[int, ...], int | None]]]:
         except Exception:  # RegNets compute their widths with tensors, which the meta device cannot read
             continue
         first_conv = f"{_first_conv(model)[0]}.weight"
-        head = _head_of(model)
-        free = {first_conv: 1, f"{head}.weight": 0, f"{head}.bias": 0}
+        heads = _class_layers(arch, model)
+        free = {first_conv: 1} | {f"{head}.{part}": 0 for head in heads for part in ("weight", "bias")}
         signatures[arch] = {
             key: (_loose_shape(value.shape, free.get(key)), free.get(key))
             for key, value in model.state_dict().items()
@@ -193,9 +216,17 @@ def _signatures() -> dict[str, dict[str, tuple[tuple[int, ...], int | None]]]:
 
 def _meta_model(arch: str) -> nn.Module:
     """The architecture with default settings, on the meta device (shapes only, no memory)."""
-    with torch.device("meta"), warnings.catch_warnings():
+    with torch.device("meta"):
+        return _get_model(arch)
+
+
+def _get_model(arch: str, **kwargs: object) -> nn.Module:
+    """``arch`` built with random weights; never a pretrained backbone (a segmentation network would fetch one)."""
+    if arch in SEGMENTATION_ARCHITECTURES:
+        kwargs["weights_backbone"] = None
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torchvision.models.get_model(arch, weights=None)
+        return torchvision.models.get_model(arch, weights=None, **kwargs)
 
 
 def _head(arch: str) -> str:
@@ -209,18 +240,30 @@ def _head_info(arch: str) -> tuple[str, tuple[int, ...]]:
     try:
         model = _meta_model(arch)
     except Exception:  # some initialisers cannot run on the meta device
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = torchvision.models.get_model(arch, weights=None)
+        model = _get_model(arch)
     head = _head_of(model)
     return head, tuple(model.get_submodule(head).weight.shape)
 
 
 def _head_of(model: nn.Module) -> str:
-    """Dotted name of the classifier layer: the last Linear (the last Conv2d for SqueezeNet)."""
+    """Dotted name of the classifier layer: the last Linear (the last Conv2d for SqueezeNet and the segmentation
+    networks)."""
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
     return (linears or convs)[-1]
+
+
+def _class_layers(arch: str, model: nn.Module) -> list[str]:
+    """Every layer of ``arch`` with one output per class: the classifier layer, and for a segmentation network
+    the other convolutions of its head with as many outputs (LR-ASPP adds low- and high-resolution scores)."""
+    head = _head_of(model)
+    if arch not in SEGMENTATION_ARCHITECTURES:
+        return [head]
+    classes = model.get_submodule(head).out_channels
+    return [
+        name for name, module in model.named_modules()
+        if name.startswith(_SEGMENTATION_HEAD) and isinstance(module, nn.Conv2d) and module.out_channels == classes
+    ]
 
 
 def _check_head_rank(arch: str, head: str, weight: Tensor) -> None:

@@ -3,7 +3,8 @@
 The document embeds the image, the heatmap and the overlay as base64 PNG data URIs (downscaled
 to at most :data:`MAX_REPORT_SIDE` pixels on the long side), uses inline CSS only, refers to no
 external resource (a Content-Security-Policy forbids any), and HTML-escapes every string that
-comes from the user, the model or the file.
+comes from the user, the model or the file. Its pieces (:func:`report_page`, :func:`figures`, the tables,
+:func:`escape`) lay out the 3-D report too (:mod:`gradcam_core.volume_report`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import html
 import importlib.metadata
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,16 +27,22 @@ from PIL import Image
 from .explain import Explanation
 from .models import LoadedModel
 from .render import colorize, overlay, to_png_bytes
+from .targets import Prediction
 
-__all__ = ["DISCLAIMER", "MAX_REPORT_SIDE", "build_report", "library_versions", "model_weights_sha256",
-           "weights_sha256"]
+__all__ = ["CODE_ROWS", "DISCLAIMER", "MAX_REPORT_SIDE", "build_report", "data_table", "escape", "figures",
+           "key_value_table", "library_versions", "model_weights_sha256", "predictions_table", "report_page",
+           "utc_timestamp", "weights_sha256"]
 
 DISCLAIMER = "Research and teaching tool — not a diagnostic device; do not use for clinical decisions."
 MAX_REPORT_SIDE = 1024
 """Longest side, in pixels, of the pictures embedded in a report."""
+CODE_ROWS = frozenset({"Weights SHA-256", "Layer", "Timestamp (UTC)"})
+"""Rows of a :func:`key_value_table` whose values are shown in a monospace font."""
 
 _CHUNK = 1 << 20
 _TARGET_ROW = ' class="target"'
+_CODE_CELL = ' class="code"'
+_NUMBER_CELL = ' class="num"'
 
 
 def weights_sha256(path: str | os.PathLike[str]) -> str:
@@ -145,7 +152,6 @@ def build_report(
     picture, heatmap = _downscaled(explanation.image, explanation.heatmap)
     colored = colorize(heatmap, colormap)
     blended = overlay(picture, heatmap, alpha=alpha, colormap=colormap)
-    timestamp = _utc(now).isoformat(timespec="seconds")
 
     weights_name = "not available" if weights_file is None else Path(weights_file).name
     if weights_hash is None and weights_file is not None:
@@ -171,56 +177,107 @@ def build_report(
         "Colormap": colormap,
         "Evidence strength (map maximum)": f"{explanation.strength:.4g}",
         "Model input size": f"{explanation.input_size[1]} × {explanation.input_size[0]} px",
-        "Timestamp (UTC)": timestamp,
+        "Timestamp (UTC)": utc_timestamp(now),
     }
-    rows_html = "".join(
-        f'<tr><th scope="row">{_esc(key)}</th><td{_code_class(key)}>{_esc(value)}</td></tr>'
-        for key, value in settings.items()
-    )
-    extra_html = ""
-    if extra:
-        extra_rows = "".join(
-            f'<tr><th scope="row">{_esc(key)}</th><td>{_esc(value)}</td></tr>' for key, value in extra.items()
-        )
-        extra_html = f'<h2>Image details</h2><table class="kv">{extra_rows}</table>'
-    prediction_rows = "".join(
-        f'<tr{_TARGET_ROW if p.index == target.index else ""}><td>{rank}</td><td>{_esc(p.label)}</td>'
-        f'<td class="num">{p.index}</td><td class="num">{p.probability * 100:.2f}%</td></tr>'
-        for rank, p in enumerate(explanation.predictions, start=1)
-    )
-    version_rows = "".join(
-        f'<tr><th scope="row">{_esc(name)}</th><td class="code">{_esc(version)}</td></tr>'
-        for name, version in library_versions().items()
-    )
-    figures = "".join(
-        f'<figure><img id="{ident}" alt="{_esc(caption)}" src="data:image/png;base64,{_png_base64(array)}">'
-        f"<figcaption>{_esc(caption)}</figcaption></figure>"
-        for ident, caption, array in (
+    body = (
+        figures([
             ("image", "Image", np.asarray(picture)),
             ("heatmap", f"Heatmap ({colormap})", colored),
             ("overlay", f"Overlay (alpha {float(alpha):.2f})", blended),
-        )
+        ])
+        + f"\n<h2>Explanation</h2>{key_value_table(settings)}\n"
+        f"<h2>Top predictions</h2>{predictions_table(explanation.predictions, target.index)}\n"
+        + (f"<h2>Image details</h2>{key_value_table(extra, code=())}\n" if extra else "")
     )
-    title = f"Grad-CAM report — {image_name}"
+    return report_page(f"Grad-CAM report — {image_name}", body, warnings=warnings)
+
+
+def report_page(title: str, body: str, *, warnings: Sequence[str] = ()) -> str:
+    """A whole report document around ``body``: the head with its Content-Security-Policy and inline CSS, the
+    title, the disclaimer and ``warnings`` on top, then ``body``, then the library versions and the disclaimer.
+
+    Example: ``report_page("Grad-CAM report — 3-D scan", figures(pictures) + key_value_table(facts))``.
+
+    Args:
+        title: Plain text (escaped here).
+        body: HTML built with :func:`figures`, :func:`key_value_table`, :func:`data_table` and :func:`escape`:
+            every string from a user, a model or a file escaped, every picture a data URI.
+        warnings: Sentences shown prominently under the title.
+    """
+    versions = library_versions()
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta http-equiv="Content-Security-Policy" '
         "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">\n"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{_esc(title)}</h1>\n"
-        f'<p class="note" role="note"><strong>{_esc(DISCLAIMER)}</strong></p>\n'
-        + "".join(f'<p class="note" role="alert"><strong>{_esc(warning)}</strong></p>\n' for warning in warnings)
-        + f'<div class="figures">{figures}</div>\n'
-        f'<h2>Explanation</h2><table class="kv">{rows_html}</table>\n'
-        f'<h2>Top predictions</h2><table class="preds"><thead><tr><th>Rank</th><th>Class</th>'
-        f'<th>Index</th><th>Probability</th></tr></thead><tbody>{prediction_rows}</tbody></table>\n'
-        f"{extra_html}\n"
-        f'<h2>Software</h2><table class="kv">{version_rows}</table>\n'
-        f'<p class="note">{_esc(DISCLAIMER)}</p>\n'
+        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{escape(title)}</h1>\n"
+        f'<p class="note" role="note"><strong>{escape(DISCLAIMER)}</strong></p>\n'
+        + "".join(f'<p class="note" role="alert"><strong>{escape(warning)}</strong></p>\n' for warning in warnings)
+        + body
+        + f"<h2>Software</h2>{key_value_table(versions, code=versions)}\n"
+        f'<p class="note">{escape(DISCLAIMER)}</p>\n'
         "</body>\n</html>\n"
     )
+
+
+def figures(pictures: Sequence[tuple[str, str, np.ndarray]]) -> str:
+    """A row of pictures, each ``(id, caption, RGB uint8 array)``, embedded as PNG data URIs."""
+    items = "".join(
+        f'<figure><img id="{escape(ident)}" alt="{escape(caption)}" src="data:image/png;base64,{_png_base64(array)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+        for ident, caption, array in pictures
+    )
+    return f'<div class="figures">{items}</div>'
+
+
+def key_value_table(rows: Mapping[str, object], *, code: Collection[str] = CODE_ROWS) -> str:
+    """A two-column table, one row per key; the values of the keys in ``code`` in a monospace font."""
+    cells = "".join(
+        f'<tr><th scope="row">{escape(key)}</th><td{_CODE_CELL if key in code else ""}>{escape(value)}</td></tr>'
+        for key, value in rows.items()
+    )
+    return f'<table class="kv">{cells}</table>'
+
+
+def data_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    numeric: Collection[int] = (),
+    marked: Collection[int] = (),
+) -> str:
+    """A table with a header row; the columns ``numeric`` aligned right, the rows ``marked`` (by number) in bold."""
+    head = "".join(f"<th>{escape(name)}</th>" for name in header)
+    body = "".join(
+        f"<tr{_TARGET_ROW if number in marked else ''}>"
+        + "".join(f"<td{_NUMBER_CELL if column in numeric else ''}>{escape(value)}</td>"
+                  for column, value in enumerate(row))
+        + "</tr>"
+        for number, row in enumerate(rows)
+    )
+    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def predictions_table(predictions: Sequence[Prediction], target_index: int) -> str:
+    """Rank, class, index and probability of each prediction; the explained class's row in bold."""
+    return data_table(
+        ["Rank", "Class", "Index", "Probability"],
+        [(rank, p.label, p.index, f"{p.probability * 100:.2f}%") for rank, p in enumerate(predictions, start=1)],
+        numeric=(2, 3),
+        marked={number for number, p in enumerate(predictions) if p.index == target_index},
+    )
+
+
+def escape(value: object) -> str:
+    """``value`` as HTML text, quotes included: every string from a user, a model or a file goes through it."""
+    return html.escape(str(value), quote=True)
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """``now`` (default: the current time; naive: taken as UTC) in UTC, ISO 8601 to the second."""
+    return _utc(now).isoformat(timespec="seconds")
 
 
 def _downscaled(image: Image.Image, heatmap: np.ndarray) -> tuple[Image.Image, np.ndarray]:
@@ -248,14 +305,6 @@ def _utc(now: datetime | None) -> datetime:
     return now.astimezone(timezone.utc)
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _code_class(key: str) -> str:
-    return ' class="code"' if key in ("Weights SHA-256", "Layer", "Timestamp (UTC)") else ""
-
-
 _CSS = (
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:70rem;"
     "padding:0 1rem;color:#1b1b1b;background:#fff}"
@@ -267,7 +316,7 @@ _CSS = (
     "table{border-collapse:collapse;margin-top:.5rem}"
     "th,td{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;vertical-align:top}"
     ".kv th{background:#f5f5f5;font-weight:600;white-space:nowrap}"
-    ".preds thead th{background:#f5f5f5}.num{text-align:right;font-variant-numeric:tabular-nums}"
+    ".data thead th{background:#f5f5f5}.num{text-align:right;font-variant-numeric:tabular-nums}"
     "tr.target td{font-weight:700;background:#eef6ff}"
     ".code{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all}"
     "@media print{.figures{display:block}figure{page-break-inside:avoid;margin-bottom:1rem}}"

@@ -1,12 +1,14 @@
-"""The MONAI source (2-D): a ``monai.networks.nets`` classifier you name + its weights, or a MONAI bundle.
+"""The MONAI source (2-D): a ``monai.networks.nets`` classifier or ``SegResNet`` you name + its weights, or a
+MONAI bundle.
 
 By name, the network is one of :data:`NETWORKS` (matched case-insensitively), built with ``spatial_dims=2`` and
-the input channels and classes its weights hold. A bundle (a folder, or a zip of it) is read as data, never run:
-``configs/inference.json`` gives the ``network_def`` (its ``_target_`` one of :data:`BUNDLE_TARGETS` in
-``monai.networks.nets``, its arguments plain values), ``models/model.safetensors`` or ``models/model.pt`` the
-weights (tensors only), ``configs/metadata.json`` the class names and input size when it has them. A bundle
-config can run Python (``$`` expressions, ``@`` references, ``%`` macros, any ``_target_``): every such value in
-the parts read is refused::
+the input channels and classes its weights hold (a segmentation network's classes: its last convolution's). A
+bundle (a folder, or a zip of it) is read as data, never run: ``configs/inference.json`` gives the
+``network_def`` (its ``_target_`` one of :data:`BUNDLE_TARGETS` in ``monai.networks.nets``, its arguments plain
+values; a segmentation network's classes are its ``out_channels``), ``models/model.safetensors`` or
+``models/model.pt`` the weights (tensors only), ``configs/metadata.json`` the class names and input size when it
+has them. A bundle config can run Python (``$`` expressions, ``@`` references, ``%`` macros, any ``_target_``):
+every such value in the parts read is refused::
 
     loaded = load(ModelRequest(weights="chest.safetensors", architecture="DenseNet121", labels="classes.txt"))
     loaded = load(ModelRequest(weights="spleen_classifier.zip"))          # a bundle: all from its files
@@ -17,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import inspect
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +36,8 @@ from .preprocess import Preprocessing, per_channel
 from .sources import ModelRequest
 
 __all__ = [
-    "BUNDLE_TARGETS", "NETWORKS", "MonaiNetwork", "build_network", "channels_and_classes", "construct_network", "load",
-    "load_bundle", "load_named",
+    "BUNDLE_TARGETS", "NETWORKS", "SEGMENTATION_TARGETS", "MonaiNetwork", "build_network", "channels_and_classes",
+    "construct_network", "load", "load_bundle", "load_named",
 ]
 
 
@@ -46,12 +50,14 @@ class MonaiNetwork:
         channels: Keyword of its input channels.
         classes: Keyword of its number of classes.
         fixed: Other keywords, always given (e.g. EfficientNet's ``model_name``).
+        segmentation: It segments: its classes are its last convolution's outputs, not its last linear layer's.
     """
 
     target: str
     channels: str = "in_channels"
     classes: str = "out_channels"
     fixed: Mapping[str, object] = field(default_factory=dict)
+    segmentation: bool = False
 
 
 def _networks() -> dict[str, MonaiNetwork]:
@@ -71,17 +77,23 @@ def _networks() -> dict[str, MonaiNetwork]:
         )
         for size in range(8)
     }
+    networks["segresnet"] = MonaiNetwork("SegResNet", segmentation=True)
     return networks
 
 
 NETWORKS: Mapping[str, MonaiNetwork] = _networks()
-"""Classifiers you may name (lower case): DenseNet121-264, SEResNet50-152, SEResNext50/101, resnet10-152,
-efficientnet-b0 to b7."""
+"""Networks you may name (lower case): the classifiers DenseNet121-264, SEResNet50-152, SEResNext50/101,
+resnet10-152, efficientnet-b0 to b7, and the segmentation network SegResNet (MONAI's default widths and blocks:
+other settings come with a bundle)."""
+
+SEGMENTATION_TARGETS = frozenset({"UNet", "SegResNet"})
+"""Segmentation networks a bundle may hold: their classes are their ``out_channels``."""
 
 BUNDLE_TARGETS = frozenset({"DenseNet", "EfficientNetBN", "SEResNet50", "SEResNet101", "SEResNet152", "SEResNext50",
-                            "SEResNext101", "DenseNet121", "DenseNet169", "DenseNet201", "DenseNet264", "UNet"})
+                            "SEResNext101", "DenseNet121", "DenseNet169", "DenseNet201", "DenseNet264"}
+                           | SEGMENTATION_TARGETS)
 """``_target_`` names a bundle's ``network_def`` may use (bare, or as ``monai.networks.nets.<name>``): the
-classifiers, and the UNet segmentation network (its classes are its ``out_channels``)."""
+classifiers, and the segmentation networks of :data:`SEGMENTATION_TARGETS`."""
 
 _BUNDLE_CONFIG = "configs/inference.json"
 _METADATA = "configs/metadata.json"
@@ -152,7 +164,7 @@ def load_bundle(request: ModelRequest) -> LoadedModel:
     metadata = json_object(files[_METADATA], "MONAI bundle's configs/metadata.json") if _METADATA in files else {}
     state = read_state_dict(weights, request.max_bytes)
     model = build_network(target, arguments, state)
-    classes = _outputs(model, state) if target != "UNet" else int(arguments["out_channels"])
+    classes = _out_channels(target, arguments) if target in SEGMENTATION_TARGETS else _outputs(model, state)
     labels = request.labels if request.labels is not None else _metadata_labels(metadata)
     if labels is None:
         raise ModelError("The MONAI bundle's metadata names no classes: give a labels file.")
@@ -182,13 +194,14 @@ def _is_bundle(source: object) -> bool:
 
 
 def channels_and_classes(network: MonaiNetwork, state: Mapping[str, Tensor]) -> dict[str, int]:
-    """Input channels (the first convolution's) and classes (the last linear layer's), read from the weights."""
+    """Input channels (the first convolution's) and classes (the last linear layer's, or a segmentation network's
+    last convolution's), read from the weights."""
     with torch.device("meta"):
         probe = {**network.fixed, "spatial_dims": 2, network.channels: 1, network.classes: 1}
         empty = construct_network(network.target, probe)
     shapes = empty.state_dict()
     first = next(key for key, value in shapes.items() if value.ndim >= 3)
-    last = [key for key, value in shapes.items() if value.ndim == 2][-1]
+    last = [key for key, value in shapes.items() if value.ndim == (4 if network.segmentation else 2)][-1]
     for key in (first, last):
         if key not in state:
             raise ModelError(f"The weights do not fit the MONAI {network.target}: they lack {key!r}.")
@@ -232,6 +245,14 @@ def _outputs(model: nn.Module, state: Mapping[str, Tensor]) -> int:
     return int([value for value in _ordered(model, state) if value.ndim == 2][-1].shape[0])
 
 
+def _out_channels(target: str, arguments: Mapping[str, object]) -> int:
+    """A segmentation network's classes: its ``out_channels`` as given, else the constructor's default."""
+    from monai.networks import nets
+
+    default = inspect.signature(getattr(nets, target)).parameters["out_channels"].default
+    return int(arguments.get("out_channels", default))
+
+
 def _network_def(config: Mapping) -> tuple[str, dict[str, object]]:
     """The ``network_def``'s target (a name of :data:`BUNDLE_TARGETS`) and its plain-value 2-D arguments."""
     network = config.get("network_def")
@@ -241,8 +262,8 @@ def _network_def(config: Mapping) -> tuple[str, dict[str, object]]:
     name = target.removeprefix("monai.networks.nets.") if isinstance(target, str) else None
     if name not in BUNDLE_TARGETS:
         raise ModelError(
-            f"The MONAI bundle's network_def targets {target!r}, not a classifier of monai.networks.nets; "
-            "bundle configs can run code, so only those are read."
+            f"The MONAI bundle's network_def targets {target!r}, not a classifier or segmentation network of "
+            "monai.networks.nets; bundle configs can run code, so only those are read."
         )
     arguments = {key: value for key, value in network.items() if key != "_target_"}
     _check_plain(arguments, "network_def")

@@ -21,12 +21,20 @@ Grad-CAMs' time, the sanity check about 2, the region check under a millisecond)
   so a curve measures the evidence in the pixels rather than the shock of a black hole (RISE's deletion
   baseline is black; a black patch is itself a strong out-of-distribution feature). Everything runs on the
   preprocessed input at the model's resolution, with the heatmap resized to it, in small batches, without
-  gradients and in eval mode.
+  gradients and in eval mode. The masking and scoring (:func:`masked_curves`, :func:`hottest_first`,
+  :func:`random_order`) take any number of spatial axes: :mod:`gradcam_core.volume_trust` runs them on scans.
+
+  The curves follow the map's objective (:mod:`gradcam_core.objectives`), read as ``objective.probability``: a
+  class's probability, the weighted mean of several classes', ``sigmoid(±logit)`` of a binary model, or a
+  segmentation class's probability averaged over its region. A region is the one of the unmasked input (a class
+  index means its predicted region there), kept fixed on every masked copy: the curve asks how the model's
+  belief in *that* region falls, not where it would draw a region on a damaged image.
 
 * :func:`sanity_check` — model randomisation (Adebayo et al. 2018, "Sanity checks for saliency maps",
   cascading randomisation). The same map from a deep copy of the model whose top layers are re-initialised;
   a map that barely changes (rank correlation above a threshold) does not depend on what the model learned.
-  The caller's model is never modified; build the copy once with :func:`randomized_copy` and reuse it.
+  The caller's model is never modified; build the copy once with :func:`randomized_copy` and reuse it. The copy
+  explains the real model's objective (a segmentation's region as the real model predicts it, not the copy).
 
 * :func:`region_check` — the share of the heat inside a region the user drew, the region's share of the
   image, and whether the map's peak falls inside it (the pointing game, Zhang et al. 2016).
@@ -55,8 +63,9 @@ from .imaging import load_image
 from .layers import probe_forward, resolve_layer
 from .models import LoadedModel
 from .modes import eval_mode
+from .objectives import Objective, as_objective, model_output
 from .preprocess import to_input
-from .targets import probabilities, resolve_class
+from .targets import resolve_class
 
 __all__ = [
     "FaithfulnessCurves",
@@ -65,7 +74,11 @@ __all__ = [
     "SanityCheck",
     "TrustCheckError",
     "blur_baseline",
+    "curve_area",
     "deletion_insertion",
+    "hottest_first",
+    "masked_curves",
+    "random_order",
     "randomized_copy",
     "rank_correlation",
     "region_check",
@@ -97,7 +110,8 @@ class FaithfulnessCurves:
         insertion_auc: Area under ``insertion`` (higher is better).
         random_deletion_auc: Area under ``random_deletion``: the chance level for ``deletion_auc``.
         random_insertion_auc: Area under ``random_insertion``: the chance level for ``insertion_auc``.
-        target: The class whose probability is measured.
+        target: The class whose probability is measured (``Objective.classes``).
+        objective: What is measured, as ``objective.probability`` (a region fixed on the unmasked input).
     """
 
     fractions: np.ndarray
@@ -110,6 +124,7 @@ class FaithfulnessCurves:
     random_deletion_auc: float
     random_insertion_auc: float
     target: int
+    objective: Objective | None = None
 
     @property
     def beats_random(self) -> bool:
@@ -137,7 +152,7 @@ def deletion_insertion(
     model: LoadedModel,
     image: Image.Image,
     heatmap: np.ndarray,
-    target: int | str | None = None,
+    target: int | str | Objective | None = None,
     *,
     steps: int = 20,
     seed: int = 0,
@@ -146,7 +161,7 @@ def deletion_insertion(
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FaithfulnessCurves:
-    """Deletion and insertion curves (RISE) of ``heatmap`` for class ``target``, and their random-order baseline.
+    """Deletion and insertion curves (RISE) of ``heatmap`` for ``target``, and their random-order baseline.
 
     Example: ``deletion_insertion(model, image, result.heatmap).beats_random  # True for a faithful map``.
 
@@ -155,8 +170,11 @@ def deletion_insertion(
         image: The image the map explains (a PIL image, path or bytes, decoded like ``explain`` does).
         heatmap: ``(H, W)`` map registered on the image (e.g. ``Explanation.heatmap`` or ``raw_map``); any size,
             it is resized to the model input. Only the order of its values matters.
-        target: Class index or name; default: the model's top-1 class for the image. Its probability is the
-            softmax, or the sigmoid for a multi-label model (``activation="sigmoid"``).
+        target: What ``explain`` took: a class index or name (for a segmentation, that class's region predicted
+            on the image) or an objective; default: what ``explain`` explains by default. Measured as
+            ``objective.probability`` with the model's activation: a class's softmax (or sigmoid, for a
+            multi-label model) probability, a weighted mean of several, a binary logit's sigmoid, or a class's
+            probability averaged over a region fixed on the unmasked image.
         steps: Number of steps from 0 to 100 % of the pixels (``steps + 1`` points per curve).
         seed: Seeds the random orders and the order among pixels of equal heat.
         random_cell: Cell size, in input pixels, of the random map that orders the pixels for the chance level
@@ -172,12 +190,14 @@ def deletion_insertion(
     Raises:
         TrustCheckError: the heatmap is not a finite 2-D array, or ``steps``, ``random_cell`` or
             ``random_orders`` is below 1.
-        TargetError: the class is unknown.
+        TargetError: the class is unknown or out of range.
+        ModelError: the objective does not fit the model's output (e.g. a region of a classifier).
     """
     if steps < 1 or random_cell < 1 or random_orders < 1 or (batch_size is not None and batch_size < 1):
         raise TrustCheckError("Steps, random cell size, random orders and batch size must all be at least 1.")
     heat = _as_map(heatmap, "heatmap")
-    class_index = None if target is None else resolve_class(target, model.categories)
+    if target is not None and not isinstance(target, Objective):
+        target = resolve_class(target, model.categories)
     inputs = to_input(load_image(image), model.preprocessing)
     baseline = blur_baseline(inputs)
     batch_size = batch_size or masked_batch_size(model.model, inputs)
@@ -185,36 +205,15 @@ def deletion_insertion(
     shrink = heat.shape[0] > height and heat.shape[1] > width
     heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
-    pixels = height * width
     rng = np.random.default_rng(seed)
-    # Hottest first; pixels of equal heat (e.g. the zeros after ReLU) in a seeded random order.
-    orders = [np.lexsort((rng.permutation(pixels), -heat.ravel().astype(np.float64)))]
-    orders += [_random_order(rng, height, width, random_cell) for _ in range(random_orders)]
+    cells = None if random_cell <= 1 else (max(1, round(height / random_cell)), max(1, round(width / random_cell)))
+    orders = [hottest_first(rng, heat)]
+    orders += [random_order(rng, (height, width), cells) for _ in range(random_orders)]
+    pixels = height * width
     counts = np.round(np.arange(steps + 1) * pixels / steps).astype(np.int64)
-
-    # Every curve starts and ends on the original or the baseline: score those two once, then the inner steps,
-    # building each batch of masked inputs only when it is scored.
-    masks = torch.cat([_step_masks(order, counts[1:-1], height, width) for order in orders])
-    masks = [chunk for chunk in masks.split(batch_size) if len(chunk)]
-    original, blurred = inputs[0], baseline[0]
-    batches = [lambda: torch.cat([inputs, baseline])]
-    batches += [lambda chunk=chunk: torch.where(chunk, blurred, original) for chunk in masks]  # deleted
-    batches += [lambda chunk=chunk: torch.where(chunk, original, blurred) for chunk in masks]  # inserted
-    logits = []
-    with eval_mode(model.model), torch.no_grad():
-        for batch in batches:
-            logits.append(model.model(batch()))
-            if progress is not None:
-                progress(len(logits), len(batches))
-    probs = probabilities(torch.cat(logits), model.activation)  # sigmoid for a multi-label model
-    if class_index is None:
-        class_index = int(probs[0].argmax())
-    scores = probs[:, class_index].double().numpy()
-
-    full, empty = scores[0], scores[1]
-    inner = scores[2:].reshape(2, len(orders), steps - 1)
-    deletions = np.concatenate([np.full((len(orders), 1), full), inner[0], np.full((len(orders), 1), empty)], axis=1)
-    insertions = np.concatenate([np.full((len(orders), 1), empty), inner[1], np.full((len(orders), 1), full)], axis=1)
+    objective, deletions, insertions = _objective_curves(
+        model.model, model.activation, inputs, baseline, orders, counts, target, True, batch_size, progress
+    )
     random_deletion, random_insertion = deletions[1:].mean(axis=0), insertions[1:].mean(axis=0)
     fractions = counts / pixels
     return FaithfulnessCurves(
@@ -223,32 +222,121 @@ def deletion_insertion(
         insertion=insertions[0],
         random_deletion=random_deletion,
         random_insertion=random_insertion,
-        deletion_auc=_trapezoid(fractions, deletions[0]),
-        insertion_auc=_trapezoid(fractions, insertions[0]),
-        random_deletion_auc=_trapezoid(fractions, random_deletion),
-        random_insertion_auc=_trapezoid(fractions, random_insertion),
-        target=class_index,
+        deletion_auc=curve_area(fractions, deletions[0]),
+        insertion_auc=curve_area(fractions, insertions[0]),
+        random_deletion_auc=curve_area(fractions, random_deletion),
+        random_insertion_auc=curve_area(fractions, random_insertion),
+        target=int(objective.classes(1)[0]),
+        objective=objective,
     )
 
 
-def _random_order(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
-    """Pixel indices sorted by a random map of ``cell``-pixel cells upsampled bilinearly (as a CAM is)."""
-    tiebreak = rng.permutation(height * width)
-    if cell <= 1:
+def masked_curves(
+    network: nn.Module,
+    activation: str,
+    inputs: Tensor,
+    baseline: Tensor,
+    orders: list[np.ndarray],
+    counts: np.ndarray,
+    target: int | Objective | None = None,
+    *,
+    insertion: bool = True,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """Deletion (and insertion) curves of an input with any number of spatial axes (an image, a volume).
+
+    Example: ``masked_curves(net, "softmax", x, torch.zeros_like(x), [order], np.array([0, 100, 4096]))``.
+
+    Args:
+        network: The classifier (or segmentation network), run in eval mode without gradients.
+        activation: ``"softmax"`` or ``"sigmoid"``: how its outputs become the measured probability.
+        inputs: ``(1, C, *spatial)`` model input.
+        baseline: Shaped like ``inputs``: what a deleted position takes, and what positions are revealed on.
+        orders: Flat indices of the spatial positions, first deleted first (:func:`hottest_first`,
+            :func:`random_order`).
+        counts: Positions deleted (or revealed) at each step, from 0 to every position.
+        target: What is measured: a class index (a segmentation's: its region predicted on ``inputs``) or an
+            objective, read as ``objective.probability``; default: what ``inputs`` is explained for by default.
+        insertion: Also reveal the positions on the baseline (insertion curves).
+        batch_size: Masked inputs per model call.
+        progress: Called as ``progress(done, total)`` after each model call; an exception it raises stops the work.
+
+    Returns:
+        The class measured (``Objective.classes``), the deletion curves ``(len(orders), len(counts))`` and the
+        insertion curves (``None`` without ``insertion``).
+    """
+    objective, deletions, insertions = _objective_curves(
+        network, activation, inputs, baseline, orders, counts, target, insertion, batch_size, progress
+    )
+    return int(objective.classes(1)[0]), deletions, insertions
+
+
+def _objective_curves(
+    network: nn.Module,
+    activation: str,
+    inputs: Tensor,
+    baseline: Tensor,
+    orders: list[np.ndarray],
+    counts: np.ndarray,
+    target: int | Objective | None,
+    insertion: bool,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[Objective, np.ndarray, np.ndarray | None]:
+    """:func:`masked_curves` with the objective measured (fixed on the unmasked input) instead of its class."""
+    # Every curve starts and ends on the original or the baseline: score those two once, then the inner steps,
+    # building each batch of masked inputs only when it is scored.
+    masks = torch.cat([_step_masks(order, counts[1:-1], tuple(inputs.shape[2:])) for order in orders])
+    masks = [chunk for chunk in masks.split(batch_size) if len(chunk)]
+    original, blank = inputs[0], baseline[0]
+    batches = [lambda: torch.cat([inputs, baseline])]
+    batches += [lambda chunk=chunk: torch.where(chunk, blank, original) for chunk in masks]  # deleted
+    if insertion:
+        batches += [lambda chunk=chunk: torch.where(chunk, original, blank) for chunk in masks]  # inserted
+    objective, probabilities = None, []
+    with eval_mode(network), torch.no_grad():
+        for batch in batches:
+            output = model_output(network(batch()))
+            if objective is None:  # the unmasked input's: a region is never redrawn on a masked copy
+                objective = as_objective(target, output[:1], activation).for_image(0)
+            probabilities.append(objective.probability(output, activation))  # sigmoid for a multi-label model
+            if progress is not None:
+                progress(len(probabilities), len(batches))
+    scores = torch.cat(probabilities).double().numpy()
+    full, empty = np.full((len(orders), 1), scores[0]), np.full((len(orders), 1), scores[1])
+    inner = scores[2:].reshape(2 if insertion else 1, len(orders), len(counts) - 2)
+    deletions = np.concatenate([full, inner[0], empty], axis=1)
+    return objective, deletions, np.concatenate([empty, inner[1], full], axis=1) if insertion else None
+
+
+def hottest_first(rng: np.random.Generator, heat: np.ndarray) -> np.ndarray:
+    """Flat indices of ``heat`` (any shape), hottest first; positions of equal heat (e.g. the zeros after ReLU)
+    in a random order drawn from ``rng``."""
+    return np.lexsort((rng.permutation(heat.size), -heat.ravel().astype(np.float64)))
+
+
+def random_order(rng: np.random.Generator, shape: tuple[int, ...], cells: tuple[int, ...] | None) -> np.ndarray:
+    """Flat indices of a grid of ``shape`` sorted by a random map of ``cells`` enlarged to it as a CAM is (linear
+    interpolation, ``align_corners=False``); ``None`` orders the positions independently."""
+    tiebreak = rng.permutation(math.prod(shape))
+    if cells is None:
         return tiebreak
-    grid = rng.random((max(1, round(height / cell)), max(1, round(width / cell)))).astype(np.float32)
-    smooth = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
+    grid = torch.from_numpy(rng.random(cells).astype(np.float32))[None, None]
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
+    smooth = torch.nn.functional.interpolate(grid, size=shape, mode=mode, align_corners=False)[0, 0].numpy()
     return np.lexsort((tiebreak, -smooth.ravel().astype(np.float64)))
 
 
-def _step_masks(order: np.ndarray, counts: np.ndarray, height: int, width: int) -> Tensor:
-    """``(len(counts), 1, h, w)`` masks: True on the first ``counts[k]`` pixels of ``order``."""
-    rank = torch.empty(height * width, dtype=torch.int64)
-    rank[torch.from_numpy(order)] = torch.arange(height * width)
-    return (rank[None, :] < torch.from_numpy(counts)[:, None]).reshape(-1, 1, height, width)
+def _step_masks(order: np.ndarray, counts: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+    """``(len(counts), 1, *shape)`` masks: True on the first ``counts[k]`` positions of ``order``."""
+    size = math.prod(shape)
+    rank = torch.empty(size, dtype=torch.int64)
+    rank[torch.from_numpy(order)] = torch.arange(size)
+    return (rank[None, :] < torch.from_numpy(counts)[:, None]).reshape(-1, 1, *shape)
 
 
-def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
+def curve_area(x: np.ndarray, y: np.ndarray) -> float:
     """Area under ``y(x)`` by the trapezoid rule."""
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
 
@@ -286,9 +374,10 @@ class SanityCheck:
             the method barely depends on the learned weights.
         threshold: The similarity above which the map is flagged.
         randomized_modules: Dotted names of the re-initialised modules, from the output down.
-        target: The class explained.
+        target: The class explained (``Objective.classes``).
         layer: The target layer.
         method: The CAM method.
+        objective: What both maps explain: the real model's objective (a region as the real model predicts it).
     """
 
     real_map: np.ndarray
@@ -300,6 +389,7 @@ class SanityCheck:
     target: int
     layer: str
     method: str
+    objective: Objective | None = None
 
 
 def randomized_copy(
@@ -361,7 +451,7 @@ def sanity_check(
     model: LoadedModel,
     image: Image.Image,
     layer: str | None = None,
-    target: int | str | None = None,
+    target: int | str | Objective | None = None,
     method: str = "gradcam",
     *,
     randomize: int | None = None,
@@ -377,7 +467,9 @@ def sanity_check(
         model: What ``load_model`` returned; never modified.
         image: The image (a PIL image, path or bytes).
         layer: Target layer; default: the model's default layer.
-        target: Class index or name; default: the real model's top-1 class (the random copy explains the same).
+        target: What ``explain`` took: a class index or name, or an objective; default: what ``explain``
+            explains by default. The random copy explains the real model's objective (for a segmentation class,
+            the region the real model predicts, not the copy's).
         method: CAM method name.
         randomize: Depth of the randomisation, see :func:`randomized_copy`.
         seed: Seed of the re-initialisation.
@@ -391,10 +483,11 @@ def sanity_check(
     if randomized is None:
         randomized = randomized_copy(model, layer_name, randomize=randomize, seed=seed)
     inputs = to_input(load_image(image), model.preprocessing)
-    class_index = None if target is None else resolve_class(target, model.categories)
-    real = trace_cam(model.model, inputs, layer_name, class_index, method)
-    class_index = int(real.targets[0])
-    fake = trace_cam(randomized.model, inputs, layer_name, class_index, method)
+    if target is not None and not isinstance(target, Objective):
+        target = resolve_class(target, model.categories)
+    real = trace_cam(model.model, inputs, layer_name, target, method, activation=model.activation)
+    # The copy explains the real model's objective: a class's region stays the one the real model predicts.
+    fake = trace_cam(randomized.model, inputs, layer_name, real.objective, method, activation=model.activation)
     real_map = real.cam[0].numpy().astype(np.float32)
     random_map = fake.cam[0].numpy().astype(np.float32)
     size = (inputs.shape[2], inputs.shape[3])
@@ -406,9 +499,10 @@ def sanity_check(
         suspicious=abs(similarity) > threshold,
         threshold=threshold,
         randomized_modules=randomized.modules,
-        target=class_index,
+        target=int(real.targets[0]),
         layer=layer_name,
         method=real.method,
+        objective=real.objective.for_image(0),
     )
 
 

@@ -8,21 +8,31 @@ The heatmap is given on the volume's grid, ``(D, H, W)`` like :attr:`~gradcam_co
 The DICOM object is a Parametric Map (highdicom) with new UIDs, in the source's Frame of Reference, referencing
 every source instance of the source series. Of the source it carries only :data:`COPIED_ATTRIBUTES`, so that it
 files into the same study (empty Type 2 attributes such as Patient's Birth Date stay empty).
+
+A single-frame 2-D DICOM image placed in the patient (a CT or MR slice) gets the same object from its file's bytes,
+the heatmap on its ``(rows, columns)`` pixel grid, as a one-slice volume; a radiograph that states no Frame of
+Reference (which a Parametric Map must have) is refused with one sentence::
+
+    check_image_export(data)                                        # cheap, before offering the download
+    Path("cam.dcm").write_bytes(heatmap_dicom_image(data, cam))     # on click
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+from typing import Any
 
 import numpy as np
 
 from . import __version__
+from .dicom import is_dicom
 from .errors import VolumeError
 from .volume_dicom import LPS_TO_RAS, DicomSource
-from .volumes import Volume
+from .volumes import Volume, read_volume
 
-__all__ = ["COPIED_ATTRIBUTES", "EXPORT_NOTICE", "heatmap_dicom", "heatmap_nifti"]
+__all__ = ["COPIED_ATTRIBUTES", "EXPORT_NOTICE", "check_image_export", "heatmap_dicom", "heatmap_dicom_image",
+           "heatmap_nifti"]
 
 COPIED_ATTRIBUTES: tuple[str, ...] = ("PatientName", "PatientID", "StudyInstanceUID", "StudyID", "AccessionNumber")
 """The only source attributes a DICOM export carries, besides the references to the source series (its Series
@@ -48,7 +58,7 @@ def heatmap_nifti(volume: Volume, heatmap: np.ndarray) -> bytes:
     """
     import nibabel as nib
 
-    values = _checked(volume, heatmap)
+    values = _checked(heatmap, volume.shape)
     image = nib.Nifti1Image(np.ascontiguousarray(values.T), volume.affine)  # (D, H, W) -> nibabel's (i, j, k)
     image.header.set_xyzt_units("mm")
     image.set_sform(volume.affine, code=1)
@@ -70,7 +80,7 @@ def heatmap_dicom(volume: Volume, heatmap: np.ndarray) -> bytes:
         raise VolumeError("Only a scan read from DICOM can be exported as DICOM.")
     if not source.frame_of_reference_uid:
         raise VolumeError("The DICOM scan has no Frame of Reference, so a heatmap cannot be placed over it.")
-    values = _checked(volume, heatmap)
+    values = _checked(heatmap, volume.shape)
     try:
         import highdicom as hd
         from pydicom.uid import generate_uid
@@ -118,12 +128,77 @@ def heatmap_dicom(volume: Volume, heatmap: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _checked(volume: Volume, heatmap: np.ndarray) -> np.ndarray:
-    values = np.asarray(heatmap, dtype=np.float32)
-    if values.shape != volume.shape:
+def check_image_export(data: bytes) -> None:
+    """Refuse, from the header alone, a DICOM image whose heatmap :func:`heatmap_dicom_image` cannot export.
+
+    Example: ``check_image_export(Path("slice.dcm").read_bytes())`` returns ``None`` for a single CT slice.
+
+    Raises:
+        VolumeError: The bytes are not a readable DICOM file, the file holds several frames, or the image does not
+            state its place in the patient (a radiograph without a Frame of Reference, which a Parametric Map
+            needs).
+    """
+    _image_header(data)
+
+
+def heatmap_dicom_image(data: bytes, heatmap: np.ndarray) -> bytes:
+    """The heatmap of a single-frame DICOM image (the file's bytes) as a Parametric Map on its pixel grid.
+
+    The image is read as a one-slice volume and exported by :func:`heatmap_dicom`: in its Frame of Reference,
+    referencing it, with only :data:`COPIED_ATTRIBUTES` of it.
+
+    Example: ``Path("cam.dcm").write_bytes(heatmap_dicom_image(data, cam))`` with ``cam`` of shape (Rows, Columns).
+
+    Raises:
+        VolumeError: As :func:`check_image_export`, or the heatmap is not a finite array of the image's
+            ``(rows, columns)`` shape, or the image's geometry is invalid.
+    """
+    header = _image_header(data)
+    shape = (int(header.get("Rows") or 0), int(header.get("Columns") or 0))
+    values = _checked(heatmap, shape, "the image", "the image's pixel grid")
+    return heatmap_dicom(read_volume(data), values[np.newaxis])
+
+
+def _image_header(data: bytes) -> Any:
+    """The header (no pixels) of a single-frame DICOM image; one sentence otherwise."""
+    import pydicom
+
+    if not is_dicom(data):
+        raise VolumeError("Only a DICOM image can be exported as DICOM.")
+    try:
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        frames = int(header.get("NumberOfFrames") or 1)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file for the user
+        raise VolumeError("The file is not a readable DICOM file (truncated or corrupt).") from exc
+    if frames > 1:
         raise VolumeError(
-            f"The heatmap is {'x'.join(map(str, values.shape))} but the scan's grid is "
-            f"{'x'.join(map(str, volume.shape))}; give it on the scan's voxel grid."
+            f"The heatmap can be exported as DICOM for a single-frame image only; this file holds {frames} frames."
+        )
+    if not _placed(header):
+        raise VolumeError(
+            "The image does not state where it lies in the patient (a Frame of Reference and a position), which "
+            "a DICOM Parametric Map needs."
+        )
+    return header
+
+
+def _placed(header: Any) -> bool:
+    """Whether a single-frame image states its place in the patient: a Frame of Reference and a plane position."""
+    if not header.get("FrameOfReferenceUID"):
+        return False
+    groups = [*(header.get("SharedFunctionalGroupsSequence") or []),
+              *(header.get("PerFrameFunctionalGroupsSequence") or [])]
+    return "ImagePositionPatient" in header or any("PlanePositionSequence" in item for item in groups)
+
+
+def _checked(
+    heatmap: np.ndarray, shape: tuple[int, ...], what: str = "the scan's grid", grid: str = "the scan's voxel grid"
+) -> np.ndarray:
+    values = np.asarray(heatmap, dtype=np.float32)
+    if values.shape != shape:
+        raise VolumeError(
+            f"The heatmap is {'x'.join(map(str, values.shape))} but {what} is {'x'.join(map(str, shape))}; "
+            f"give it on {grid}."
         )
     if not np.isfinite(values).all():
         raise VolumeError("The heatmap holds values that are not finite numbers.")

@@ -1,4 +1,5 @@
-"""A tiny seeded MONAI UNet saved as a MONAI bundle, the segmentation model a user can give (CLI and dashboard)."""
+"""A tiny seeded MONAI UNet saved as a MONAI bundle, the segmentation model a user can give (CLI and dashboard);
+``bundle`` saves any MONAI network so."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ def unet() -> UNet:
 
 def unet_bundle() -> bytes:
     """The bundle as a zip (``configs/inference.json`` + ``models/model.safetensors``), no class names in it."""
+    return bundle(NETWORK_DEF, unet())
+
+
+def bundle(network_def: dict, network: torch.nn.Module) -> bytes:
+    """A MONAI bundle zip of ``network`` described by ``network_def`` (plain values), no class names in it."""
+    folder = f"{network_def['_target_'].lower()}_bundle"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("unet_bundle/configs/inference.json", json.dumps({"network_def": NETWORK_DEF}))
-        archive.writestr("unet_bundle/models/model.safetensors", safetensors.torch.save(unet().state_dict()))
+        archive.writestr(f"{folder}/configs/inference.json", json.dumps({"network_def": network_def}))
+        archive.writestr(f"{folder}/models/model.safetensors", safetensors.torch.save(network.state_dict()))
     return buffer.getvalue()

@@ -2,7 +2,9 @@
 
 Each panel is one cached explanation computed exactly as in the Explanation tab, with one setting changed.
 On a common scale the colours run from 0 to the largest peak of the panels, in the maps' raw units, so a weak
-map looks weak; otherwise each map is scaled to its own peak, as everywhere else.
+map looks weak; otherwise each map is scaled to its own peak, as everywhere else. A segmentation model's
+classes are compared over their predicted regions (only the classes it predicts somewhere in the image); a
+gradient-free model offers only the methods it can run (``choices``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import streamlit as st
 import gradcam_core as core
 from gradcam_core import LoadedModel
 
-from .. import cache, controls, figures
+from .. import cache, choices, controls, figures
 from ..cache import Result
 from ..page import Page
 from ..settings import Settings
@@ -48,6 +50,7 @@ def render(page: Page) -> None:
             "Off: each map runs from 0 to its own peak.",
         )
     variants = pick(kind, settings, model, result)
+    note(kind, settings, model, result)
     if not variants:
         st.info("Pick at least one item to compare.", icon=":material/info:")
         return
@@ -69,19 +72,22 @@ def pick(kind: str, settings: Settings, model: LoadedModel, result: Result) -> l
     """The panels to draw: a title and the settings of each (the current settings with one thing changed)."""
     if kind == "Classes":
         labels = model.categories
-        top = [p.index for p in result.predictions[:3]]
+        top = [p.index for p in choices.explainable(result, model)[:3]]
         chosen = st.multiselect(
-            "Classes", range(len(labels)), default=top, format_func=labels.__getitem__,
-            max_selections=MAX_PANELS, key=f"compare-classes-{settings.image.digest[:16]}-{model.name}",
+            "Regions of classes" if model.segmentation else "Classes", choices.explainable_classes(result, model),
+            default=top, format_func=labels.__getitem__, max_selections=MAX_PANELS,
+            key=f"compare-classes-{settings.image.digest[:16]}-{model.name}",
             placeholder="Type to search the classes",
         )
-        first = result.predictions[0].index
-        return [(labels[i], replace(settings, target=None if i == first else i)) for i in chosen]
+        return [(labels[i], replace(settings, target=choices.class_target(settings, result, i))) for i in chosen]
     if kind == "Methods":
         methods = core.METHODS
-        default = [name for name in ("gradcam", "gradcam++", "layercam") if name in methods]
+        allowed = choices.methods(model, result)
+        if any(name not in allowed for name in st.session_state.get(COMPARED_METHODS_KEY, ())):
+            st.session_state[COMPARED_METHODS_KEY] = [m for m in st.session_state[COMPARED_METHODS_KEY] if m in allowed]
+        default = [name for name in ("gradcam", "gradcam++", "layercam") if name in allowed] or allowed
         chosen = st.multiselect(
-            "Methods", list(methods), default=default, format_func=lambda name: methods[name].title,
+            "Methods", allowed, default=default, format_func=lambda name: methods[name].title,
             max_selections=MAX_PANELS, key=COMPARED_METHODS_KEY,
         )
         return [(methods[name].title, replace(settings, method=name)) for name in chosen]
@@ -91,6 +97,18 @@ def pick(kind: str, settings: Settings, model: LoadedModel, result: Result) -> l
         help="In forward order: later layers are coarser and more class-specific.",
     )
     return [(name, replace(settings, layer=name)) for name in sorted(chosen, key=names.index)]
+
+
+def note(kind: str, settings: Settings, model: LoadedModel, result: Result) -> None:
+    """One caption on what this kind of model changes in the comparison, if anything."""
+    if kind == "Classes" and model.segmentation:
+        st.caption("Each panel explains one class over the region the model predicts for it; only the classes it "
+                   "predicts somewhere in this image can be compared.")
+    elif kind == "Classes" and not core.METHODS[settings.method].class_specific:
+        st.caption(f"{core.METHODS[settings.method].title} draws the same map for every class: pick a class-specific "
+                   "method in the sidebar to compare classes.")
+    elif kind == "Methods" and len(choices.methods(model, result)) < len(core.METHODS):
+        st.caption(plain(model.gradient_free or result.notice or ""))
 
 
 def cancel_action(kind: str, variant: Settings) -> Callable[[], None]:

@@ -8,11 +8,12 @@ import streamlit as st
 
 import gradcam_core as core
 from gradcam_core.render import overlay
+from gradcam_core.volume_export import EXPORT_NOTICE, check_image_export
 
-from .. import detail, downloads, figures
+from .. import choices, detail, downloads, figures, medical
 from ..cache import Result
 from ..page import Page
-from ..settings import Settings
+from ..settings import ImageInput, Settings
 from ..text import method_title, plain, score_verb
 
 COLOUR_WORDS: dict[str, tuple[str, str]] = {
@@ -34,13 +35,13 @@ def render(page: Page) -> None:
     """The three panels, the fine-detail option, then predictions beside downloads and help."""
     full = page.full_picture()
     panels(page.picture, page.size, page.result, page.settings, page.model)
-    detail.render(page.picture, page.size, page.result, page.settings, page.model)
+    fine_detail(page)
     st.divider()
     left, right = st.columns([3, 2], gap="large")
     with left:
         predictions(page.result, page.model)
     with right:
-        download_buttons(full, page.result, page.settings, page.model)
+        download_buttons(full, page.result, page.settings, page.model, medical.source_file(page.settings.image))
         how_to_read(page.result, page.settings)
         details(page.result, page.model)
 
@@ -92,6 +93,19 @@ def panels(
         rest[0].caption(f"The class the model gives each pixel (legend below the picture).{outlined}")
 
 
+def fine_detail(page: Page) -> None:
+    """The Guided Grad-CAM toggle and panels (``detail``), or instead one sentence on why this model or target
+    cannot have them: no gradients, or not a single class's score."""
+    what = "Guided Grad-CAM"
+    reason = choices.needs_gradients(what, page.model, page.result) or choices.needs_one_class(
+        what, page.model, page.settings, page.result
+    )
+    if reason is None:
+        detail.render(page.picture, page.size, page.result, page.settings, page.model)
+        return
+    st.caption(reason)
+
+
 def predictions(result: Result, model: core.LoadedModel) -> None:
     """Bar chart of the top classes with the explained one highlighted."""
     st.subheader("Top predictions", anchor=False)
@@ -104,8 +118,11 @@ def predictions(result: Result, model: core.LoadedModel) -> None:
     st.caption(f"How sure the model is of each class. The blue bar is the class being explained.{independent}")
 
 
-def download_buttons(image: np.ndarray, result: Result, settings: Settings, model: core.LoadedModel) -> None:
-    """A one-click HTML report, then overlay PNG, heatmap PNG, values (.npy) and JSON, generated on click."""
+def download_buttons(
+    image: np.ndarray, result: Result, settings: Settings, model: core.LoadedModel, dicom: ImageInput | None = None
+) -> None:
+    """A one-click HTML report, then overlay PNG, heatmap PNG, values (.npy) and JSON, and for a DICOM upload
+    (``dicom``, the file ``image`` was rendered from) the heatmap as DICOM; each generated on click."""
     st.subheader("Download", anchor=False)
     stem = downloads.file_stem(settings.image.name)
     size = (image.shape[1], image.shape[0])
@@ -142,6 +159,26 @@ def download_buttons(image: np.ndarray, result: Result, settings: Settings, mode
                 label, data, file_name=name, mime=mime, icon=icon, help=tip, on_click="ignore", width="stretch",
                 key=f"download-{number}",
             )
+    if dicom is not None:
+        dicom_download(image, result, dicom.data, stem)
+
+
+def dicom_download(image: np.ndarray, result: Result, dicom: bytes, stem: str) -> None:
+    """The heatmap as a DICOM Parametric Map over the uploaded file ``dicom``, below the sentence on what it
+    carries of the source; or one sentence on why this file cannot have one (e.g. several frames)."""
+    try:
+        check_image_export(dicom)
+    except core.GradCamError as err:
+        st.caption(plain(str(err)))
+        return
+    st.caption(plain(EXPORT_NOTICE))
+    st.download_button(
+        "Heatmap (DICOM)", downloads.heatmap_dcm(dicom, result, image.shape), file_name=f"{stem}-heatmap.dcm",
+        mime="application/dicom", icon=":material/download:", on_click="ignore", width="stretch",
+        key="download-dicom",
+        help="The values as a DICOM Parametric Map referencing the uploaded image, to view over it in a PACS "
+        "viewer such as OHIF.",
+    )
 
 
 def how_to_read(result: Result, settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """The Gallery tab: every uploaded image (or the built-in samples) explained with the same model and settings.
 
 Each image is its own cached explanation, exactly as in the Explanation tab, so opening one of them there
-later costs nothing. A CSV of the predictions and peaks is one click away.
+later costs nothing. A CSV of the predictions and peaks is one click away. A segmentation model's class is
+explained over the region it predicts in each image; an image where it predicts none of that class says so.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from gradcam_core import LoadedModel, heatmap_from_map
 from gradcam_core.render import overlay
 from gradcam_core.tables import csv_table
 
-from .. import cache, controls
+from .. import cache, choices, controls
 from ..cache import Result
 from ..page import Page
 from ..guard import reported_errors
@@ -98,9 +99,22 @@ def explained(
             if picture is not image:
                 picture = replace(picture, name=f"{picture.name} · upload {number + 1}")
             chosen = replace(settings, image=picture, target=settings.target if same_class else None)
+            if missing_region(chosen, model, f"gallery-{number}"):
+                st.caption(f"{plain(picture.name)}: the model predicts no pixel of "
+                           f"{plain(model.categories[chosen.target])} here, so that region cannot be explained.")
+                continue
             found = cache.explain(chosen, model, place=f"gallery-{number}", on_cancel=controls.use_default_method)
             rows.append((picture, found))
     return rows
+
+
+def missing_region(settings: Settings, model: LoadedModel, place: str) -> bool:
+    """Whether ``settings`` ask a segmentation model for a class it predicts nowhere in the image, so that its
+    region is empty (read from the image's default explanation, itself cached)."""
+    if not model.segmentation or not isinstance(settings.target, int):
+        return False
+    own = cache.explain(replace(settings, target=None), model, place=place, on_cancel=controls.use_default_method)
+    return settings.target not in choices.explainable_classes(own, model)
 
 
 def thumbnail(image: ImageInput, found: Result, settings: Settings, scale: float | None) -> None:

@@ -4,6 +4,8 @@ The scan and the model are given here (the sidebar is for the 2-D tabs; this tab
 map). The explanation runs once per scan, model and setting (``volume_cache``); the slice
 sliders, the window, "Go to the peak" and the display settings only redraw pictures from its small map
 (``gradcam_core.volume_view``), never the model. Nothing identifying is shown: no file name, no patient tag.
+Besides the planes, the same explanation has three views of its own modules: Compare (``scan_compare``), Trust
+check (``scan_trust``) and How it works (``scan_teaching``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gradcam_core import Window
 from gradcam_core.volume_cam import VolumeExplanation
 from gradcam_core.volume_export import EXPORT_NOTICE, heatmap_dicom, heatmap_nifti
 from gradcam_core.volume_models import LoadedVolumeModel
+from gradcam_core.volume_report import build_volume_report
 from gradcam_core.volume_view import (
     map_peak,
     map_volume,
@@ -29,11 +32,12 @@ from gradcam_core.volume_view import (
 )
 from gradcam_core.volumes import Volume
 
-from .. import cache, controls, figures, volume_cache
+from .. import cache, controls, figures, scan_compare, scan_teaching, scan_trust, volume_cache
 from ..guard import reported_errors
 from ..kept_uploads import KeptFiles, kept_uploads
 from ..medical import CT_PRESETS, CUSTOM
 from ..page import Page
+from ..scan_page import Display, ScanPage
 from ..text import map_subject, method_title, plain
 from ..volume_model import VolumeModelChoice, volume_model_form
 
@@ -45,6 +49,8 @@ DEFAULT_LAYER = ""
 """Option of the layer menu: the method's default layer."""
 PLANE_ORDER = ("Axial", "Coronal", "Sagittal")
 FROM_THE_SCAN = "From the scan"
+VIEWS = ("Planes", "Compare", "Trust check", "How it works")
+"""The views of one explanation, the planes first."""
 
 
 def render(page: Page | None) -> None:
@@ -91,7 +97,8 @@ def scan_input() -> tuple[KeptFiles, Volume] | None:
 
 
 def viewer(files: KeptFiles, volume: Volume, choice: VolumeModelChoice, model: LoadedVolumeModel) -> None:
-    """Method, layer and class; the summary; the three planes; the projections; predictions and downloads."""
+    """Method, layer and class; the summary; the view (planes, compare, trust check, how it works); predictions
+    and downloads."""
     method_column, layer_column, class_column = st.columns(3)
     with method_column:
         method = method_choice()
@@ -102,7 +109,19 @@ def viewer(files: KeptFiles, volume: Volume, choice: VolumeModelChoice, model: L
         target = class_choice(top, model, f"{files.digest[:12]}-{choice.key[:12]}")
     result = volume_cache.explained(files, choice, model, layer, target, method, on_cancel=use_default_method)
     summary(result, model)
-    planes(files, choice, volume, result)
+    view = st.segmented_control(
+        "View", VIEWS, default=VIEWS[0], key="scan-view", persist_state="page",
+        help="Planes: the map on the scan. Compare: classes or methods side by side. Trust check: does deleting "
+        "the hottest voxels drop the probability faster than chance? How it works: the weights and the map at "
+        "the layer's own grid.",
+    ) or VIEWS[0]
+    page = ScanPage(files, choice, volume, model, result, layer, target)
+    if view == "Trust check":
+        scan_trust.render(page)
+    elif view == "How it works":
+        scan_teaching.render(page)
+    else:
+        planes(page, compare=view == "Compare")
     st.divider()
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -110,7 +129,7 @@ def viewer(files: KeptFiles, volume: Volume, choice: VolumeModelChoice, model: L
         st.plotly_chart(figures.predictions_figure(result.predictions, result.target),
                         config={"displayModeBar": False}, key="scan-predictions")
     with right:
-        download_buttons(volume, result)
+        download_buttons(volume, result, model)
 
 
 def method_choice() -> str:
@@ -167,8 +186,10 @@ def summary(result: VolumeExplanation, model: LoadedVolumeModel) -> None:
     )
 
 
-def planes(files: KeptFiles, choice: VolumeModelChoice, volume: Volume, result: VolumeExplanation) -> None:
-    """Window and "Go to the peak", then the three planes with their sliders, then the map's projections."""
+def planes(page: ScanPage, compare: bool = False) -> None:
+    """Window, opacity, colour map and "Go to the peak", then the three planes with their sliders and the map's
+    projections; with ``compare``, the Compare view on the current plane instead."""
+    files, choice, volume, result = page.files, page.choice, page.volume, page.result
     key = (files.digest, choice.key, result.layer, result.target.index, result.method)
     shown = {axis: plane_of(volume, axis) for axis in range(3)}  # one plane per patient axis, whatever the scan's
     axes = sorted(shown, key=lambda axis: PLANE_ORDER.index(shown[axis].title))
@@ -187,6 +208,10 @@ def planes(files: KeptFiles, choice: VolumeModelChoice, volume: Volume, result: 
             "Go to the peak", key="scan-go-to-peak", on_click=go_to, args=(keys, peak), icon=":material/my_location:",
             width="stretch", help="Move the three planes to the voxel under the map's maximum.",
         )
+    if compare:
+        position = tuple(int(st.session_state.get(key, index + 1)) - 1 for key, index in zip(keys, peak))
+        scan_compare.render(page, Display(window, alpha, colormap, position, tuple(shown[axis] for axis in axes)))
+        return
     slots, position = [], list(peak)
     for column, axis in zip(st.columns(3, gap="small"), axes):
         plane, count = shown[axis], volume.shape[axis]
@@ -245,9 +270,20 @@ def window_control(digest: str, volume: Volume) -> Window:
     )
 
 
-def download_buttons(volume: Volume, result: VolumeExplanation) -> None:
-    """The heatmap on the scan's grid as NIfTI, and for a DICOM scan as a Parametric Map (built on click)."""
+def download_buttons(volume: Volume, result: VolumeExplanation, model: LoadedVolumeModel) -> None:
+    """The HTML report, the heatmap on the scan's grid as NIfTI, and for a DICOM scan as a Parametric Map (each
+    built on click)."""
     st.subheader("Download", anchor=False)
+    display = {name: st.session_state[key] for name, key in (("alpha", "scan-alpha"), ("colormap", "scan-colormap"))
+               if key in st.session_state}  # the opacity and colour map on screen, read now: not at the click
+    st.download_button(
+        "Report (HTML)", lambda: build_volume_report(volume, result, model, **display),
+        file_name="scan-report.html", mime="text/html", icon=":material/summarize:", type="primary",
+        on_click="ignore", key="scan-download-report", width="stretch",
+        help="One self-contained page: the three planes through the map's peak (at the scan's own window), the "
+        "projections, the hottest slices, predictions, settings, the weights' SHA-256 and library versions; no "
+        "file name and no patient details.",
+    )
     st.download_button(
         "Heatmap (NIfTI)", lambda: heatmap_nifti(volume, map_volume(result.raw_map, volume.shape)),
         file_name="heatmap.nii.gz", mime="application/gzip", icon=":material/download:", on_click="ignore",

@@ -2,7 +2,8 @@
 
 Everything here reads the cached ``Result`` the Explanation tab reads: its ``steps`` were kept from the same
 forward pass and partial backward that made the main heatmap. The class it is compared with (step 5) is one
-more cached explanation, computed the same way.
+more cached explanation, computed the same way (for a segmentation model, another class it predicts somewhere,
+over its region). A model without gradients gets one sentence instead: every step follows them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gradcam_core import LoadedModel
 
 from gradcam_core.render import overlay
 
-from .. import cache, controls, figures
+from .. import cache, choices, controls, figures
 from ..cache import Result
 from ..page import Page
 from ..settings import Settings
@@ -65,6 +66,10 @@ def render(page: Page) -> None:
     """The five steps of the explanation on screen."""
     settings, result = page.settings, page.result
     steps = result.steps
+    reason = choices.needs_gradients("The step-by-step view of Grad-CAM", page.model, result)
+    if reason is not None:
+        st.info(reason, icon=":material/block:")
+        return
     if steps is None:
         st.info("The steps of this explanation were not kept; change a setting to compute them.")
         return
@@ -269,7 +274,7 @@ def comparison(
     result: Result, settings: Settings, model: LoadedModel, image: np.ndarray, full_size: tuple[int, int]
 ) -> None:
     """Step 5: the weights and the map of another class, from its own cached explanation."""
-    others = [p for p in result.predictions if p.index != result.target.index]
+    others = [p for p in choices.explainable(result, model) if p.index != result.target.index]
     if not others:
         return
     _title(5, "Another class, other weights")
@@ -289,9 +294,8 @@ def comparison(
             format_func=lambda i: f"{by_index[i].label} — {by_index[i].probability:.1%}",
             key=f"compare-{settings.image.digest[:16]}-{settings.model}-{result.target.index}",
         )
-    top = result.predictions[0].index
     other = cache.explain(
-        replace(settings, target=None if picked == top else picked), model, place="teaching-other",
+        replace(settings, target=choices.class_target(settings, result, picked)), model, place="teaching-other",
         on_cancel=controls.use_default_method,
     )
     if other.steps is None:

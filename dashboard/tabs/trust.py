@@ -6,7 +6,11 @@
   a map that barely changes does not depend on what the model learned.
 * Region check: the share of the heat inside a region the user draws or uploads, and whether the peak is in it.
 
-Each check is cached per image, model, layer, class and method, like the explanation itself.
+Each check is cached per image, model, layer, target and method, like the explanation itself. The faithfulness
+and sanity checks follow the map's target (``gradcam_core.objectives``): a class, several classes together, a
+binary model's negative side, or a segmentation class over its region (predicted or a box), the region fixed as
+the model sees it on the whole image. One sentence replaces the sanity check of a model without gradients, and
+both on an image the model's PyTorch conversion cannot be trusted on. The region check works for every map.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from PIL import Image
 import gradcam_core as core
 from gradcam_core import FaithfulnessCurves, LoadedModel, RandomizedModel, SanityCheck, trust
 
-from .. import cache, figures
+from .. import cache, choices, figures
 from ..cache import Result
 from ..page import Page
 from ..guard import reported_errors
 from ..background import BackgroundWork, Progress
 from ..progress import computed_in_background
-from ..settings import Settings
+from ..settings import Settings, Target
 from ..shared_results import SharedResults
 from ..text import method_title, plain
 from ..uploads import IMAGE_BYTES, IMAGE_MB, received
@@ -33,6 +37,8 @@ from ..uploads import IMAGE_BYTES, IMAGE_MB, received
 
 CANCELLED_KEY = "trust-cancelled"
 """Session-state key: the faithfulness check the user cancelled (its store key)."""
+UNTRUSTED = ("This check runs the model's PyTorch conversion, which cannot be trusted on this image (see the note "
+             "above).")
 
 
 @st.cache_resource(show_spinner=False)
@@ -52,7 +58,7 @@ def faithfulness(settings: Settings, model: LoadedModel, result: Result) -> Fait
 
     ``None`` while the user has cancelled them (a button offers to run them again).
     """
-    key = (settings.image.digest, model.name, result.layer, result.target.index, result.method)
+    key = (settings.image.digest, model.name, result.layer, cache.target_key(settings.target), result.method)
     found = shared_curves().get(key)
     if found is not None:
         return found
@@ -63,7 +69,7 @@ def faithfulness(settings: Settings, model: LoadedModel, result: Result) -> Fait
     picture = Image.fromarray(cache.decode_image(settings.image.digest, settings.image.data))
 
     def compute(progress: Progress) -> FaithfulnessCurves:
-        return trust.deletion_insertion(model, picture, result.raw_map, result.target.index, progress=progress)
+        return trust.deletion_insertion(model, picture, result.raw_map, settings.target, progress=progress)
 
     return computed_in_background(
         curves_work(),
@@ -83,11 +89,19 @@ def randomized(model: str, _model: LoadedModel, layer: str) -> RandomizedModel:
 
 
 @st.cache_data(show_spinner="Explaining with the randomised model…", max_entries=64, ttl=3600)
-def sanity(digest: str, _data: bytes, model: str, _model: LoadedModel, layer: str, target: int, method: str) -> SanityCheck:
-    """The sanity check of this explanation against the randomised copy of the model."""
+def sanity(
+    digest: str, _data: bytes, model: str, _model: LoadedModel, layer: str, target: str, _target: Target, method: str
+) -> SanityCheck:
+    """The sanity check of this explanation (``_target``, keyed by ``target``: ``target_text(_target)``) against
+    the randomised copy of the model."""
     picture = Image.fromarray(cache.decode_image(digest, _data))
     copy = randomized(model, _model, layer)
-    return trust.sanity_check(_model, picture, layer, target, method, randomized=copy)
+    return trust.sanity_check(_model, picture, layer, _target, method, randomized=copy)
+
+
+def target_text(target: Target) -> str:
+    """``target``'s cache key (``cache.target_key``) as text, which Streamlit's cache hashes whatever the objective."""
+    return repr(cache.target_key(target))
 
 
 def render(page: Page) -> None:
@@ -98,20 +112,35 @@ def render(page: Page) -> None:
         "Passing them does not prove the model right; failing one is a reason for doubt."
     )
     curves = check = None
-    with reported_errors("measuring faithfulness"):
-        curves = faithfulness(settings, model, result)
-    with reported_errors("running the sanity check"):
-        check = sanity(settings.image.digest, settings.image.data, model.name, model, result.layer,
-                       result.target.index, result.method)
+    # Both follow the map's objective with the model itself (the sanity check with gradients, on a copy).
+    faithfulness_reason = UNTRUSTED if result.notice is not None else None
+    sanity_reason = choices.needs_gradients("The sanity check", model, result)
+    if faithfulness_reason is None:
+        with reported_errors("measuring faithfulness"):
+            curves = faithfulness(settings, model, result)
+    if sanity_reason is None:
+        with reported_errors("running the sanity check"):
+            check = sanity(settings.image.digest, settings.image.data, model.name, model, result.layer,
+                           target_text(settings.target), settings.target, result.method)
     verdict(curves, check, result)
     if curves is not None:
-        faithfulness_section(curves)
+        faithfulness_section(curves, result.target.label)
+    elif faithfulness_reason is not None:
+        unavailable("Faithfulness", faithfulness_reason)
     st.divider()
     if check is not None:
         sanity_section(check, result, settings, image, size)
+    elif sanity_reason is not None:
+        unavailable("Sanity check", sanity_reason)
     st.divider()
     with reported_errors("checking the region"):
         region_section(result, settings, image, size)
+
+
+def unavailable(title: str, reason: str) -> None:
+    """A check that cannot run for this model or map: its title and the one sentence why."""
+    st.subheader(title, anchor=False)
+    st.info(reason, icon=":material/block:")
 
 
 def verdict(curves: FaithfulnessCurves | None, check: SanityCheck | None, result: Result) -> None:
@@ -132,8 +161,9 @@ def verdict(curves: FaithfulnessCurves | None, check: SanityCheck | None, result
         )
 
 
-def faithfulness_section(curves: FaithfulnessCurves) -> None:
-    """Both curves with their random-order baselines, and the areas under them."""
+def faithfulness_section(curves: FaithfulnessCurves, label: str) -> None:
+    """Both curves with their random-order baselines, the areas under them, and what they measure (``label``:
+    what the map explains)."""
     st.subheader("Faithfulness: delete or reveal the hottest pixels first", anchor=False)
     chart, numbers = st.columns([3, 1], gap="large")
     with chart:
@@ -149,9 +179,21 @@ def faithfulness_section(curves: FaithfulnessCurves) -> None:
         else "The map does **not** beat a random order in both directions: treat it with caution."
     )
     st.caption(
-        "Pixels are replaced by a blurred copy of the image, hottest first (deletion) or revealed on the blurred "
-        f"copy hottest first (insertion); dashed lines use a random order. {reading}"
+        f"The curves follow {measured(curves, label)}. Pixels are replaced by a blurred copy of the image, hottest "
+        "first (deletion) or revealed on the blurred copy hottest first (insertion); dashed lines use a random "
+        f"order. {reading}"
     )
+
+
+def measured(curves: FaithfulnessCurves, label: str) -> str:
+    """What the faithfulness curves follow, in words: ``the probability of **tabby**``."""
+    name = f"**{plain(label)}**"
+    if isinstance(curves.objective, core.RegionScore):
+        return (f"the probability of {name}: the class's probability averaged over the region explained, the same "
+                "on every masked copy")
+    if isinstance(curves.objective, core.WeightedClasses):
+        return f"the probability of {name}: the mean of the classes' probabilities, weighted as in the map"
+    return f"the probability of {name}"
 
 
 def sanity_section(check: SanityCheck, result: Result, settings: Settings, image: np.ndarray, size: tuple[int, int]) -> None:
