@@ -39,8 +39,9 @@ class LayerInfo:
         kind: The module's class name, e.g. ``"Sequential"``.
         shape: Shape ``(channels, height, width)`` of the output as a feature map, for the probe input;
             ``(channels, depth, height, width)`` for a 3-D network's 5-D output.
-        layout: How the output holds that map: ``"nchw"``, ``"nhwc"`` (channels-last, as in Swin) or
-            ``"tokens"`` (a vision transformer's patch tokens); see :mod:`gradcam_core.layouts`.
+        layout: How the output holds that map: ``"nchw"``, ``"nhwc"`` (channels-last, as in Swin),
+            ``"tokens"`` (a vision transformer's patch tokens) or ``"sequence"`` (Hugging Face Swin's tokens on
+            each stage's grid); see :mod:`gradcam_core.layouts`.
     """
 
     name: str
@@ -87,11 +88,12 @@ def candidate_layers(model: nn.Module, probe: Tensor | tuple[int, int] = (224, 2
     Example: ``[info.name for info in candidate_layers(resnet)][-1]  # "layer4"``.
 
     Channels-first and channels-last 4-D maps count, and so do a vision transformer's tokens, seen as a map on
-    the patch grid, and a 3-D network's 5-D channels-first maps (see :mod:`gradcam_core.layouts`). Modules called
-    more than once per forward (a shared activation, say) are left out: their output is ambiguous as a target; so
-    are placeholders that only pass, pad or permute their input (identity, dropout, padding, permute), and
-    transformer layers after the last attention, whose patch tokens never reach the class token. The model is
-    probed with one forward pass without gradients, in eval mode.
+    the patch grid, a hierarchical transformer's token sequences on their stage's grid, and a 3-D network's 5-D
+    channels-first maps (see :mod:`gradcam_core.layouts`). Modules called more than once per forward (a shared
+    activation, say) are left out: their output is ambiguous as a target; so are placeholders that only pass, pad
+    or permute their input (identity, dropout, padding, permute), and transformer layers after the last
+    attention, whose patch tokens never reach the class token. The model is probed with one forward pass without
+    gradients, in eval mode.
 
     Args:
         model: The classifier.

@@ -34,10 +34,11 @@ from .sources import ModelRequest
 
 __all__ = ["MODEL_TYPES", "HuggingFaceClassifier", "HuggingFaceFolder", "load", "read_folder"]
 
-MODEL_TYPES = ("beit", "convnext", "convnextv2", "deit", "efficientnet", "regnet", "resnet", "vit")
+MODEL_TYPES = ("beit", "convnext", "convnextv2", "deit", "efficientnet", "regnet", "resnet", "swin", "vit")
 """``model_type`` values of ``config.json`` accepted: transformers' own image classifiers, built from the config."""
 
 _TOKEN_TYPES = frozenset({"beit", "deit", "vit"})  # vision transformers: a fixed square input, tokens on a grid
+_SQUARE_TYPES = _TOKEN_TYPES | {"swin"}  # resized to a square by ViTImageProcessor, not cropped
 CONFIG, PREPROCESSOR = "config.json", "preprocessor_config.json"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # in order of preference
 _SHARDED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -72,7 +73,8 @@ class HuggingFaceClassifier(nn.Module):
 
     Example: ``HuggingFaceClassifier(vit, patch_grid=(14, 14))(images).shape  # (N, classes)``.
 
-    A vision transformer declares its ``patch_grid`` so that its tokens are seen as a map (:mod:`.layouts`).
+    A vision transformer declares its ``patch_grid`` so that its tokens are seen as a map (:mod:`.layouts`);
+    Swin's token sequences are laid on the grid each stage passes along, with no declaration.
     """
 
     def __init__(self, model: nn.Module, patch_grid: tuple[int, int] | None = None) -> None:
@@ -109,7 +111,7 @@ def load(request: ModelRequest) -> LoadedModel:
     outputs = int(hf_config.num_labels)
     names = [hf_config.id2label[i] for i in range(outputs)] if request.labels is None else request.labels
     categories = read_labels(names, outputs)
-    preprocessing = _preprocessing(preprocessor, request, channels, model_type in _TOKEN_TYPES)
+    preprocessing = _preprocessing(preprocessor, request, channels, model_type in _SQUARE_TYPES)
     source = request.weights
     path = path_of(source)
     file_name = path.name if path is not None else request.file_name
@@ -340,8 +342,10 @@ def _assemble_channels_first(
     """:func:`assemble_model`, offering only the 4-D maps that are truly channels-first.
 
     transformers' ConvNeXt permutes to channels-last inside its blocks with ``Tensor.permute``, which no hook
-    sees; those outputs would be read as wrong maps. A channels-first map keeps its channels and widens when the
-    input widens, so the candidates are probed at two widths and the others left out.
+    sees; those outputs would be read as wrong maps, and Swin's relative position biases ``(1, heads, window²,
+    window²)`` as maps that ignore the image. A channels-first map (and a Swin stage's tokens on its grid) keeps
+    its channels and widens when the input widens, so the candidates are probed at two widths and the others
+    left out.
     """
     kept = _channels_first(model, preprocessing)
 

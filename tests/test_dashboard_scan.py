@@ -173,6 +173,7 @@ def test_the_scan_view_in_chromium(scan_bytes, weights_path, tmp_path) -> None:
         main.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).set_input_files(str(weights_path))
         page.get_by_text("Where the heat is", exact=False).wait_for()
         page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+        main.locator('[data-testid="stImage"] img').nth(5).wait_for()  # drawn after the text, on a busy machine
         assert main.locator('[data-testid="stImage"] img').count() == 6
         page.wait_for_timeout(1000)
         height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")

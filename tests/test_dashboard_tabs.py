@@ -273,7 +273,8 @@ def test_a_cancelled_faithfulness_check_waits_to_be_run_again(model) -> None:
     trust_view.shared_curves().clear()
     at = AppTest.from_file(APP, default_timeout=240).run()
     found = gradcam_core.explain(CAT, model)
-    key = (ImageInput.from_bytes("Cat", CAT.read_bytes()).digest, model.name, found.layer, found.target.index, "gradcam")
+    digest = ImageInput.from_bytes("Cat", CAT.read_bytes()).digest
+    key = (digest, model.name, found.layer, cache.target_key(None), "gradcam")  # the sidebar's top class: no target
     at.session_state[trust_view.CANCELLED_KEY] = key  # what the Cancel button stores
     at.session_state["view"] = "Trust checks"
     at.run()

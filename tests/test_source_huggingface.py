@@ -13,14 +13,16 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
 from torch import Tensor, nn
 
-from gradcam_core import ModelError, explain, to_input
+from gradcam_core import LayerError, LoadedModel, ModelError, compute_cam, explain, to_input, trace_cam
 from gradcam_core.imaging import load_image
 from gradcam_core.sources import SOURCES, ModelRequest, load_user_model
+from tests.test_transformers import _hook_count, _pytorch_grad_cam
 
 CHELSEA = Path(__file__).resolve().parents[1] / "assets" / "chelsea.png"
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
@@ -50,6 +52,20 @@ def _convnext() -> nn.Module:
     return model
 
 
+def _swin() -> nn.Module:
+    """A tiny Swin: 8×8 then 4×4 patch grids, 2×2 windows, a shifted block; its last stage has as many channels as
+    tokens (16), so the pooled ``(N, 16, 1)`` output looks like 16 tokens and must not be read as them."""
+    torch.manual_seed(5)
+    config = transformers.SwinConfig(
+        image_size=32, patch_size=4, embed_dim=8, depths=[2, 1], num_heads=[1, 1], window_size=2,
+        id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
+    )
+    model = transformers.SwinForImageClassification(config).eval()
+    with torch.no_grad():  # scores of order one, so that agreeing to 1e-5 means something
+        model.classifier.weight.normal_(std=1.0)
+    return model
+
+
 def _save(model: nn.Module, folder: Path, preprocessor: dict | None = PREPROCESSOR) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     if preprocessor is not None:
@@ -76,6 +92,16 @@ def convnext() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
+def swin() -> nn.Module:
+    return _swin()
+
+
+@pytest.fixture(scope="module")
+def swin_loaded(swin: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    return load_user_model("huggingface", ModelRequest(weights=str(_save(swin, tmp_path_factory.mktemp("swin")))))
+
+
+@pytest.fixture(scope="module")
 def vit_folder(vit: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _save(vit, tmp_path_factory.mktemp("vit"))
 
@@ -88,9 +114,12 @@ def convnext_folder(convnext: nn.Module, tmp_path_factory: pytest.TempPathFactor
 def _reference_map(model: nn.Module, inputs: Tensor, layer: str, target: int, method: str,
                    prefix_tokens: int = 0) -> Tensor:
     """Grad-CAM or HiResCAM by hand on the transformers model itself: its layer's output and the gradient of
-    the target logit with respect to it, tokens (after ``prefix_tokens``) laid on their square grid."""
+    the target logit with respect to it (a block's tuple: its first element), tokens (after ``prefix_tokens``)
+    laid on their square grid."""
     captured: list[Tensor] = []
-    handle = model.get_submodule(layer).register_forward_hook(lambda module, args, output: captured.append(output))
+    handle = model.get_submodule(layer).register_forward_hook(
+        lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output)
+    )
     try:
         logits = model(pixel_values=inputs).logits
     finally:
@@ -182,8 +211,9 @@ def _edit_config(folder: Path, **changes: object) -> None:
     path.write_text(json.dumps(config), encoding="utf-8")
 
 
-def test_remote_code_is_refused(vit: nn.Module, tmp_path: Path) -> None:
-    folder = _save(vit, tmp_path)
+@pytest.mark.parametrize("fixture", ["vit", "swin"])
+def test_remote_code_is_refused(fixture: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    folder = _save(request.getfixturevalue(fixture), tmp_path)
     _edit_config(folder, auto_map={"AutoModelForImageClassification": "modeling_evil.EvilModel"})
     (folder / "modeling_evil.py").write_text("raise SystemExit('ran')\n", encoding="utf-8")
     _refusal(ModelRequest(weights=str(folder)), r"own Python code \(auto_map\)")
@@ -308,3 +338,74 @@ def test_every_other_model_type_loads_and_explains(model_type: str, tmp_path: Pa
     assert any(info.layout == "tokens" for info in loaded.layers) == (model_type in ("deit", "beit"))
     result = explain(load_image(CHELSEA), loaded, method="gradcam")
     assert result.raw_map.ndim == 2 and result.raw_map.size > 1
+
+
+# ------------------------------------------------------------------------------------------ Swin
+
+SWIN_STAGES = ("model.swin.encoder.layers.0", "model.swin.encoder.layers.1")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam"])
+@pytest.mark.parametrize("layer", ["swin.layernorm", "swin.encoder.layers.0"])
+def test_swin_map_is_the_saved_networks(swin: nn.Module, swin_loaded: LoadedModel, layer: str, method: str) -> None:
+    image = load_image(CHELSEA)
+    result = explain(image, swin_loaded, layer=f"model.{layer}", target=1, method=method)
+    expected = _reference_map(swin, to_input(image, swin_loaded.preprocessing), layer, 1, method)
+    assert expected.shape == (4, 4) and expected.amax() > 0.01
+    assert torch.allclose(torch.from_numpy(result.raw_map), expected, atol=1e-5)
+
+
+def test_swin_layers_are_its_stages_on_their_grids(swin_loaded: LoadedModel) -> None:
+    assert swin_loaded.title.startswith("swin") and swin_loaded.categories == ("cat", "dog", "bird")
+    assert swin_loaded.preprocessing.size == 32 and not swin_loaded.preprocessing.keep_aspect  # squeezed, like ViT
+    assert swin_loaded.default_layer == "model.swin.layernorm" == swin_loaded.layers[-1].name  # last before pooling
+    by_name = {info.name: info for info in swin_loaded.layers}
+    expected = {
+        "model.swin.embeddings": (8, 8, 8),  # returns (tokens, (8, 8))
+        "model.swin.encoder.layers.0.blocks.1.layernorm_after": (8, 8, 8),  # the shifted block
+        "model.swin.encoder.layers.0.blocks.1": (8, 8, 8),  # returns (tokens, attention weights)
+        "model.swin.encoder.layers.0.downsample": (16, 4, 4),  # patch merging: the halved grid
+        "model.swin.encoder.layers.0": (16, 4, 4),  # a stage returns its merged tokens first
+        "model.swin.encoder.layers.1": (16, 4, 4),
+        "model.swin.layernorm": (16, 4, 4),
+    }
+    for name, shape in expected.items():
+        assert (by_name[name].shape, by_name[name].layout) == (shape, "sequence"), name
+    assert by_name["model.swin.embeddings.patch_embeddings.projection"].layout == "nchw"
+    # windows, position biases (maps of no image) and the pooled (N, 16, 1) output are not offered
+    assert not [name for name in by_name if ".attention" in name or "position" in name or "pooler" in name]
+    with pytest.raises(LayerError, match="does not output a 4-D feature map"):
+        compute_cam(swin_loaded.model, torch.randn(1, 3, 32, 32), "model.swin.pooler", 0)
+
+
+def test_swin_maps_are_transformers_own_stage_maps(swin: nn.Module, swin_loaded: LoadedModel) -> None:
+    """transformers lays each stage's tokens out itself (``reshaped_hidden_states``, ``(N, C, h, w)``); the maps
+    are those, also for a 28×44 input whose odd 7×11 grid merges to 4×6, known only as the model runs."""
+    x = torch.randn(2, 3, 28, 44, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        states = swin(pixel_values=x, output_hidden_states=True).reshaped_hidden_states  # embeddings, each stage
+    hooks = _hook_count(swin_loaded.model)
+    for state, layer in zip(states, ("model.swin.embeddings", *SWIN_STAGES), strict=True):
+        trace = trace_cam(swin_loaded.model, x, layer, [0, 2])
+        assert trace.activations.shape == state.shape and trace.cam.shape == (2, *state.shape[2:])
+        assert torch.allclose(trace.activations, state, atol=1e-6), layer
+        assert trace.weighted_sum.abs().amax() > 0
+    assert [state.shape[2:] for state in states] == [(7, 11), (4, 6), (4, 6)]
+    assert _hook_count(swin_loaded.model) == hooks
+
+
+@pytest.mark.parametrize("size", [(32, 32), (28, 44)])
+def test_swin_gradcam_agrees_with_pytorch_grad_cam(swin_loaded: LoadedModel, size: tuple[int, int]) -> None:
+    height, width = ((side // 4 + 1) // 2 for side in size)  # the last stage's grid: patches of 4, merged once
+
+    def reshape_transform(tensor: Tensor) -> Tensor:  # pytorch-grad-cam's documented Swin reshape_transform
+        result = tensor.reshape(tensor.size(0), height, width, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2))
+    layer = "model.swin.layernorm"
+    trace = trace_cam(swin_loaded.model, x, layer, [1, 2])
+    activations, gradients, theirs = _pytorch_grad_cam(swin_loaded.model, layer, x, [1, 2], reshape_transform)
+    for ours, reference in ((trace.activations, activations), (trace.gradients, gradients), (trace.cam, theirs)):
+        np.testing.assert_allclose(ours.numpy(), reference, rtol=0, atol=1e-5)
+    assert theirs.shape == (2, height, width) and (theirs.reshape(2, -1).max(1) > 0.01).all()
