@@ -287,6 +287,10 @@ def _session(data: bytes) -> object:
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: the refusal below says what went wrong
+    for pool in ("intra_op", "inter_op"):
+        # onnxruntime's threads otherwise busy-wait after each run, and PyTorch's next forward on the same cores
+        # (the explanation after the per-image check, another session's) took 3.5x as long (benchmarks/sources.py).
+        options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types

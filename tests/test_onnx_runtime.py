@@ -186,3 +186,14 @@ def test_the_command_line_prints_the_notice_of_an_image_the_conversion_gets_wron
     assert status == 0 and f"note: {CHELSEA}: {notice}" in capsys.readouterr().err.splitlines()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert summary["images"][0]["notice"] == notice
+
+
+def test_onnxruntime_never_busy_waits_beside_pytorch() -> None:
+    """Its thread pools do not spin after a run: spinning made PyTorch's next forward on the same 2 cores take
+    3.5x as long (measured for the per-image check, see README)."""
+    from gradcam_core.onnx_runtime import _session
+
+    session = _session(_onnx(_network(nn.ReLU()), "Relu"))
+    options = session.get_session_options()
+    for pool in ("intra_op", "inter_op"):
+        assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == "0"
