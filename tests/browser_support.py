@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -56,6 +57,16 @@ def running_server(command: Sequence[str], port: int) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def dashboard_server() -> Iterator[str]:
+    """``streamlit run dashboard/app.py`` on a free port (with this process's environment); its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+               "--server.port", str(port), "--server.address", "127.0.0.1"]
+    with running_server(command, port) as url:
+        yield url
 
 
 @contextmanager

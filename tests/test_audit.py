@@ -291,16 +291,11 @@ def test_one_click_opens_an_audited_image_in_the_explanation_tab(built_in_audit,
 
 def test_the_audit_page_in_a_browser(built_in_audit, monkeypatch) -> None:
     """In Chromium: the Audit tab lists the audit, and "Explain" under an image opens its explanation."""
-    import sys
-
-    from tests.browser_support import ROOT, chromium, free_port, running_server, screenshot
+    from tests.browser_support import ROOT, chromium, dashboard_server, screenshot
 
     out = Path(built_in_audit[0][3])
     monkeypatch.setenv("GRADCAM_AUDITS", str(out.parent))
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-               "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
-    with running_server(command, port) as url, chromium() as browser:
+    with dashboard_server() as url, chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(90_000)
         page.goto(url)

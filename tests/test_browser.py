@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 from PIL import Image
 
-from tests.browser_support import ROOT, chromium, free_port, needs_chromium, running_server, screenshot
+from tests.browser_support import ROOT, chromium, dashboard_server, needs_chromium, screenshot
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 TIMEOUT_MS = 90_000
@@ -22,10 +21,7 @@ pytestmark = needs_chromium
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A dashboard server on a free port; killed when the module's tests are done."""
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-               "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
-    with running_server(command, port) as url:
+    with dashboard_server() as url:
         yield url
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import cache, volume_cache
 from gradcam_core.volume_view import map_peak
-from tests.browser_support import ROOT, chromium, free_port, needs_chromium, running_server
+from tests.browser_support import ROOT, chromium, dashboard_server, needs_chromium
 from tests.page_text import shown
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -155,14 +156,10 @@ def test_a_corrupt_scan_is_one_sentence(calls) -> None:
     assert not calls
 
 
-@needs_chromium
-def test_the_scan_view_in_chromium(scan_bytes, weights_path, tmp_path) -> None:
-    scan = tmp_path / "scan.nii.gz"
-    scan.write_bytes(scan_bytes)
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1"]
-    with running_server(command, port) as url, chromium() as browser:
+@contextmanager
+def scan_in_chromium(scan: Path, weights: Path) -> Iterator[object]:
+    """A dashboard server and Chromium, its 3-D scan tab given ``scan`` and ``weights``: the page, explained."""
+    with dashboard_server() as url, chromium() as browser:
         page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         page.set_default_timeout(180_000)
         page.goto(url)
@@ -170,8 +167,17 @@ def test_the_scan_view_in_chromium(scan_bytes, weights_path, tmp_path) -> None:
         main = page.locator('[data-testid="stMain"]')
         main.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(0).set_input_files(str(scan))
         page.get_by_text("Patient details are never shown", exact=False).wait_for()
-        main.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).set_input_files(str(weights_path))
+        main.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).set_input_files(str(weights))
         page.get_by_text("Where the heat is", exact=False).wait_for()
+        yield page
+
+
+@needs_chromium
+def test_the_scan_view_in_chromium(scan_bytes, weights_path, tmp_path) -> None:
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(scan_bytes)
+    with scan_in_chromium(scan, weights_path) as page:
+        main = page.locator('[data-testid="stMain"]')
         page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
         main.locator('[data-testid="stImage"] img').nth(5).wait_for()  # drawn after the text, on a busy machine
         assert main.locator('[data-testid="stImage"] img').count() == 6

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -16,9 +15,11 @@ from gradcam_core.targets import probabilities
 from gradcam_core.volume_cam import explain_volume
 from gradcam_core.volume_models import VolumeModelRequest, VolumePreprocessing, load_volume_model, volume_input
 from gradcam_core.volumes import read_volume
-from tests.browser_support import ROOT, chromium, free_port, needs_chromium, running_server
+from tests.browser_support import ROOT, needs_chromium
 from tests.page_text import shown
-from tests.test_dashboard_scan import _healthy, _scan_tab, calls, scan_bytes, weights_path  # noqa: F401 (fixtures)
+from tests.test_dashboard_scan import (  # noqa: F401 (fixtures)
+    _healthy, _scan_tab, calls, scan_bytes, scan_in_chromium, weights_path,
+)
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
@@ -124,19 +125,8 @@ def test_how_it_works_shows_the_weights_and_every_slice_of_the_map(calls, scan_b
 def test_the_three_views_in_chromium(scan_bytes, weights_path, tmp_path) -> None:
     scan = tmp_path / "scan.nii.gz"
     scan.write_bytes(scan_bytes)
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1"]
-    with running_server(command, port) as url, chromium() as browser:
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        page.set_default_timeout(180_000)
-        page.goto(url)
-        page.get_by_role("tab", name="3-D scan").click()
+    with scan_in_chromium(scan, weights_path) as page:
         main = page.locator('[data-testid="stMain"]')
-        main.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(0).set_input_files(str(scan))
-        page.get_by_text("Patient details are never shown", exact=False).wait_for()
-        main.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1).set_input_files(str(weights_path))
-        page.get_by_text("Where the heat is", exact=False).wait_for()
         for view, sign, name in (("Compare", "of the strongest", "scan-compare"),
                                  ("Trust check", "Deletion AUC", "scan-trust"),
                                  ("How it works", "Slice 2 of 2", "scan-teaching")):
