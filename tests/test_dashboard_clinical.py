@@ -257,17 +257,22 @@ def test_burned_in_annotation_is_warned_on_the_page_and_in_the_report(fresh: App
     assert 'role="alert"><strong>This file says its pixels carry burned-in text' in report
 
 
-def test_an_onnx_model_is_explained_from_the_sidebar(fresh: AppTest, tmp_path: Path) -> None:
-    """Another source through the same form: the uploader takes .onnx, class names are asked for, and the map
-    comes out of the converted graph."""
-    torch.manual_seed(0)
+def _tiny_onnx(path: Path, seed: int) -> Path:
+    """A seeded conv → ReLU → pool → linear classifier of ``LABELS``, exported to ``path`` with a free input size."""
+    torch.manual_seed(seed)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
         torch.nn.Linear(8, len(LABELS)),
     ).eval()
-    path = tmp_path / "tiny.onnx"
     torch.onnx.export(net, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
                       input_names=["image"], dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}})
+    return path
+
+
+def test_an_onnx_model_is_explained_from_the_sidebar(fresh: AppTest, tmp_path: Path) -> None:
+    """Another source through the same form: the uploader takes .onnx, class names are asked for, and the map
+    comes out of the converted graph."""
+    path = _tiny_onnx(tmp_path / "tiny.onnx", seed=0)
     at = fresh.selectbox(key="model").set_value("own-model").run()
     at.selectbox(key="own-source").set_value("onnx").run()
     uploader = at.file_uploader(key="own-weights-onnx")
@@ -306,14 +311,7 @@ def test_an_onnx_model_untrustworthy_on_this_image_still_shows_its_predictions(
         return module
 
     monkeypatch.setattr(onnx2torch, "convert", wrong_when_wide)
-    torch.manual_seed(1)  # not the other ONNX test's file, which the shared model cache may hold already
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-        torch.nn.Linear(8, len(LABELS)),
-    ).eval()
-    path = tmp_path / "wide.onnx"
-    torch.onnx.export(net, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
-                      input_names=["image"], dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}})
+    path = _tiny_onnx(tmp_path / "wide.onnx", seed=1)  # not the other test's file, maybe in the shared model cache
     at = fresh.selectbox(key="model").set_value("own-model").run()
     at.selectbox(key="own-source").set_value("onnx").run()
     at.file_uploader(key="own-weights-onnx").upload("wide.onnx", path.read_bytes())
